@@ -1,0 +1,5 @@
+"""streamer: real-time video classification — sources → batches → engine → ZeroMQ."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

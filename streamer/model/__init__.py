@@ -1,0 +1,1 @@
+"""Model side: networks, datasets, ONNX export and the model manifest (the contract with the runtime)."""
