@@ -8,14 +8,21 @@ Messages are ZeroMQ multipart ``[topic, payload]``:
 - ``stats``           periodic pipeline metrics
 
 Payload: UTF-8 JSON object (default) or msgpack map; both carry ``"v": PROTOCOL_VERSION`` and ``"type"``.
+Versioning: adding a field keeps ``v``; removing or renaming a field, or changing its type, unit or meaning,
+bumps ``v``. Subscribers ignore fields, topics and types they do not know.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
+
+from streamer.errors import ConfigError
 
 PROTOCOL_VERSION = 1
 TOPIC_PRED = "pred"
@@ -23,6 +30,15 @@ TOPIC_EOS = "eos"
 TOPIC_HEALTH = "health"
 TOPIC_STATS = "stats"
 ENCODINGS = ("json", "msgpack")
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+HEALTH_STATES = ("up", "down", "reconnecting")
+# Documented eos reasons; others are allowed (subscribers treat unknown reasons as "ended").
+EOS_REASONS = ("end", "error", "stopped")
+
+# Keys a Prediction's ``extra`` may not overwrite.
+PRED_FIELDS = ("v", "type", "source", "frame", "capture_ts", "publish_ts", "latency_ms", "topk", "dropped",
+               "model", "seq")
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,9 @@ class Prediction:
             raise ValueError(f"frame_index {self.frame_index} < 0")
         if self.dropped < 0:
             raise ValueError(f"dropped {self.dropped} < 0")
+        clash = sorted(set(self.extra) & set(PRED_FIELDS))
+        if clash:
+            raise ValueError(f"extra fields {clash} would overwrite protocol fields")
 
     @property
     def topic(self) -> str:
@@ -80,21 +99,125 @@ class Prediction:
         d.update(self.extra)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prediction:
+        """The inverse of ``to_dict`` (for Python subscribers); unknown fields land in ``extra``."""
+        return cls(
+            source=d["source"],
+            frame_index=int(d["frame"]),
+            capture_time=float(d["capture_ts"]),
+            topk=tuple(TopK(int(t["index"]), str(t["label"]), float(t["score"])) for t in d["topk"]),
+            model_id=str(d["model"]),
+            dropped=int(d.get("dropped", 0)),
+            publish_time=float(d.get("publish_ts") or 0.0),
+            extra={k: v for k, v in d.items() if k not in PRED_FIELDS},
+        )
+
+
+def topic_for(kind: str, source: str | None = None) -> str:
+    """``pred.<source>``, ``eos.<source>``, ``health.<source>`` or ``stats``."""
+    if kind == TOPIC_STATS:
+        return TOPIC_STATS
+    if kind not in (TOPIC_PRED, TOPIC_EOS, TOPIC_HEALTH):
+        raise ValueError(f"unknown message kind {kind!r}")
+    if not source:
+        raise ValueError(f"{kind} message needs a source name")
+    return f"{kind}.{source}"
+
+
+def eos_payload(source: str, frames: int, reason: str, publish_time: float) -> dict[str, Any]:
+    if frames < 0:
+        raise ValueError(f"frames {frames} < 0")
+    return {"v": PROTOCOL_VERSION, "type": TOPIC_EOS, "source": source, "frames": int(frames),
+            "reason": reason, "publish_ts": publish_time}
+
+
+def health_payload(source: str, state: str, detail: str, publish_time: float) -> dict[str, Any]:
+    if state not in HEALTH_STATES:
+        raise ValueError(f"health state {state!r} not one of {HEALTH_STATES}")
+    return {"v": PROTOCOL_VERSION, "type": TOPIC_HEALTH, "source": source, "state": state,
+            "detail": detail, "publish_ts": publish_time}
+
+
+def stats_payload(stats: dict[str, Any], publish_time: float) -> dict[str, Any]:
+    """The caller's metrics (NaN/inf become null so any JSON parser accepts them) plus the envelope."""
+    d = {k: _finite(v) for k, v in stats.items()}
+    d.update({"v": PROTOCOL_VERSION, "type": TOPIC_STATS, "publish_ts": publish_time})
+    return d
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def msgpack_module() -> ModuleType:
+    """Import msgpack or say how to install it (it is an optional extra)."""
+    try:
+        import msgpack
+    except ImportError:
+        raise ConfigError("msgpack encoding needs the msgpack package, which is not installed",
+                          "pip install streamer[msgpack] (or: pip install msgpack), or use json") from None
+    return msgpack
+
+
+def check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown encoding {encoding!r}", f"choose one of {', '.join(ENCODINGS)}")
+    if encoding == "msgpack":
+        msgpack_module()
+
+
+def encoder(encoding: str) -> Callable[[dict[str, Any]], bytes]:
+    """``encode`` for one encoding, with the msgpack import resolved once (ConfigError if it is missing)."""
+    if encoding == "json":
+        return _encode_json
+    if encoding == "msgpack":
+        return functools.partial(msgpack_module().packb, use_bin_type=True)
+    raise ConfigError(f"unknown encoding {encoding!r}", f"choose one of {', '.join(ENCODINGS)}")
+
+
+def _encode_json(payload: dict[str, Any]) -> bytes:
+    # allow_nan=False: NaN/Infinity are not JSON and break parsers in other languages.
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
 
 def encode(payload: dict[str, Any], encoding: str = "json") -> bytes:
     if encoding == "json":
-        return json.dumps(payload, separators=(",", ":")).encode()
+        return _encode_json(payload)
     if encoding == "msgpack":
-        import msgpack
-
-        return msgpack.packb(payload, use_bin_type=True)
+        return msgpack_module().packb(payload, use_bin_type=True)
     raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
 
 
 def decode(data: bytes) -> dict[str, Any]:
     """Decode a payload of either encoding (JSON objects start with '{'; msgpack maps never do)."""
-    if data[:1] == b"{":
-        return json.loads(data)
-    import msgpack
+    obj = json.loads(data) if data[:1] == b"{" else msgpack_module().unpackb(data, raw=False)
+    if not isinstance(obj, dict):
+        raise ValueError(f"payload is a {type(obj).__name__}, not an object/map")
+    return obj
 
-    return msgpack.unpackb(data, raw=False)
+
+def check_endpoint(endpoint: str, *, bind: bool) -> None:
+    """Raise ValueError for an endpoint ZeroMQ would reject or silently misread.
+
+    libzmq itself rejects most malformed endpoints, but it truncates a TCP port above 65535 to 16 bits
+    (``tcp://127.0.0.1:99999`` binds port 34463), so the port is checked here.
+    """
+    transport, sep, address = endpoint.partition("://")
+    if not sep or not transport or not address:
+        raise ValueError("not of the form transport://address")
+    if transport != "tcp":
+        return
+    host, colon, port = address.rpartition(":")
+    if not colon or not host:
+        raise ValueError("a tcp endpoint needs HOST:PORT")
+    if port == "*" and bind:
+        return
+    if not port.isdigit() or not (0 < int(port) <= 65535):
+        raise ValueError(f"port {port!r} is not 1-65535" + (" or *" if bind else ""))

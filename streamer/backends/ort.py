@@ -1,0 +1,154 @@
+"""ONNX Runtime on the CPU: the backend every machine has (and what CI runs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.backends.base import Backend
+from streamer.errors import ModelError
+from streamer.model.manifest import ModelManifest
+
+log = logging.getLogger(__name__)
+
+NAME = "onnxruntime"
+
+
+def probe(name: str = NAME) -> str | None:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    if "CPUExecutionProvider" not in onnxruntime.get_available_providers():
+        return "this onnxruntime build has no CPUExecutionProvider"
+    return None
+
+
+def default_threads() -> int:
+    """Intra-op threads: the cores this process may use, less one for decoding and batching (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+class OrtBackend(Backend):
+    name = NAME
+    device = "cpu"
+
+    def __init__(self, manifest: ModelManifest, max_batch: int, session: Any, path: Path,
+                 threads: int) -> None:
+        super().__init__(manifest, max_batch)
+        self.session = session
+        self.path = path
+        self.threads = threads
+        self._input = manifest.input_name
+        self._outputs = [manifest.output_name]
+
+    def infer(self, images: np.ndarray, out: np.ndarray) -> None:
+        (scores,) = self.session.run(self._outputs, {self._input: images})
+        out[...] = scores
+
+    def warmup(self) -> None:
+        _test_run(self, self.path)
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _dims(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "N" if i == 0 else "?"
+                           for i, d in enumerate(shape)) + "]"
+
+
+def validate(session: Any, manifest: ModelManifest, max_batch: int, path: Path) -> None:
+    """The model must take ``images`` uint8 [N,H,W,3] and give ``scores`` float [N, len(labels)]."""
+    h, w = manifest.input_hw
+    hint = "export it with tools/export_onnx.py (input uint8 [N,H,W,3] BGR, output float32 [N,classes])"
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != manifest.input_name:
+        names = ", ".join(i.name for i in inputs)
+        raise ModelError(f"{path.name}: model inputs are ({names}), expected one named "
+                         f"{manifest.input_name!r}", hint)
+    inp = inputs[0]
+    shape = list(inp.shape)
+    if inp.type != "tensor(uint8)":
+        raise ModelError(f"{path.name}: input {inp.name!r} is {inp.type}, expected tensor(uint8)", hint)
+    expected = [None, h, w, 3]
+    if len(shape) != 4 or any(isinstance(d, int) and e is not None and d != e
+                              for d, e in zip(shape, expected, strict=False)):
+        raise ModelError(f"{path.name}: input {inp.name!r} has shape {_dims(shape)}, "
+                         f"expected [N, {h}, {w}, 3]", hint)
+    if isinstance(shape[0], int) and not (shape[0] == max_batch == 1):
+        raise ModelError(f"{path.name}: input batch size is fixed at {shape[0]}",
+                         "re-export it with a dynamic batch axis (tools/export_onnx.py)")
+    outputs = {o.name: o for o in session.get_outputs()}
+    out = outputs.get(manifest.output_name)
+    if out is None:
+        raise ModelError(f"{path.name}: no output named {manifest.output_name!r} "
+                         f"(it has {', '.join(outputs) or 'none'})", hint)
+    if out.type not in ("tensor(float)", "tensor(float16)"):
+        raise ModelError(f"{path.name}: output {out.name!r} is {out.type}, expected tensor(float)", hint)
+    oshape = list(out.shape)
+    classes = manifest.num_classes
+    if len(oshape) != 2 or (isinstance(oshape[1], int) and oshape[1] != classes):
+        raise ModelError(f"{path.name}: output {out.name!r} has shape {_dims(oshape)} but the manifest lists "
+                         f"{classes} labels", hint)
+
+
+def _test_run(backend: OrtBackend, path: Path) -> None:
+    """Run a batch of 1 and of max_batch: catches shapes only known at run time and broken graphs."""
+    h, w = backend.manifest.input_hw
+    classes = backend.manifest.num_classes
+    for n in sorted({1, backend.max_batch}):
+        images = np.zeros((n, h, w, 3), np.uint8)
+        try:
+            (scores,) = backend.session.run(backend._outputs, {backend._input: images})
+        except Exception as exc:  # onnxruntime's own exception types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"{path.name}: a test batch of {n} failed in ONNX Runtime ({first[:200]})",
+                             "check that the model takes uint8 [N,H,W,3] and re-export it") from exc
+        if scores.shape != (n, classes):
+            raise ModelError(f"{path.name}: a batch of {n} gave scores of shape {tuple(scores.shape)}, "
+                             f"expected ({n}, {classes}) for its {classes} labels", "re-export the model")
+        if not np.isfinite(scores).all():
+            raise ModelError(f"{path.name}: the model returns non-finite scores", "re-export the model")
+        if scores.min() < -1e-4 or np.abs(scores.sum(axis=1) - 1.0).max() > 1e-2:
+            raise ModelError(f"{path.name}: output {backend.manifest.output_name!r} is not softmax "
+                             "probabilities (rows must be >= 0 and sum to 1)",
+                             "export the model with the softmax inside (tools/export_onnx.py)")
+
+
+def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threads: int = 0,
+         **options: Any) -> OrtBackend:
+    """Open ``model_path`` in an ONNX Runtime CPU session after checking it against the model contract."""
+    import onnxruntime as ort
+
+    path = Path(model_path)
+    manifest = ModelManifest.from_onnx(path)
+    threads = threads if threads and threads > 0 else default_threads()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # spinning threads would steal the cores that decode and resize frames between batches
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path.name}: ONNX Runtime cannot load it ({first[:200]})",
+                         "re-export it with tools/export_onnx.py") from exc
+    validate(session, manifest, max_batch, path)
+    backend = OrtBackend(manifest, max_batch, session, path, threads)
+    _test_run(backend, path)
+    log.info("onnxruntime %s: %s (%d classes, input %dx%d, %d threads)", ort.__version__, path.name,
+             manifest.num_classes, *manifest.input_hw, threads)
+    return backend

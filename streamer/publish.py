@@ -1,0 +1,401 @@
+"""Publishing results: a ZeroMQ publisher whose socket one background thread owns, and a lossless JSONL sink.
+
+The publisher never slows the pipeline. ``publish()`` only appends to a bounded in-process queue (full:
+the message is dropped and counted as ``dropped_queue``). The thread sends with ``NOBLOCK`` to an XPUB socket
+whose per-subscriber queue is bounded by ``hwm``; a subscriber that does not keep up loses the messages that
+do not fit in its queue while every other subscriber still gets them.
+
+XPUB rather than PUB, because it tells the publisher about subscriptions: ``wait_for_subscribers`` lets an
+offline run wait until its subscribers are connected before the first frame (the slow-joiner problem), and the
+``XPUB_NODROP`` option makes a subscriber queue that overflows visible, so overflows can be counted.
+
+What ZeroMQ cannot tell a publisher is how many messages each subscriber missed: after an overflow it stops
+offering that subscriber messages until the subscriber has read enough to have room again. So every message
+carries ``seq``, a per-topic sequence number, and each subscriber counts its own losses from the gaps
+(``Subscriber.missed``). See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import zmq
+
+from streamer.errors import ConfigError, PublishError, StreamerError
+from streamer.protocol import (
+    HEALTH_STATES,
+    Prediction,
+    check_endpoint,
+    encode,
+    encoder,
+    eos_payload,
+    health_payload,
+    stats_payload,
+    topic_for,
+)
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+# eos/health must not be lost to a momentarily full queue; they wait at most this long for room.
+_CONTROL_PUT_TIMEOUT_S = 1.0
+_IDLE_POLL_S = 0.02  # how often the idle publisher thread looks for new subscriptions
+_START_TIMEOUT_S = 10.0
+
+_Builder = Callable[[float], dict[str, Any]]  # publish time -> payload
+
+
+def _pred_payload(pred: Prediction, now: float) -> dict[str, Any]:
+    return dataclasses.replace(pred, publish_time=now).to_dict()
+
+
+class Publisher:
+    """Publishes predictions and control messages on ``bind`` (e.g. ``tcp://127.0.0.1:5555``; ``tcp://HOST:*``
+    picks a free port, read it back from ``endpoint``).
+
+    Use ``start()``/``close()`` or ``with Publisher(...) as pub:``. ``publish*`` may be called from any
+    thread; only the publisher's own thread touches the socket.
+    """
+
+    def __init__(self, bind: str, *, hwm: int = 10000, encoding: str = "json", linger_ms: int = 500,
+                 queue_size: int = 10000) -> None:
+        if hwm < 1:
+            # ZeroMQ reads 0 as "unbounded": a stuck subscriber would then grow memory without limit.
+            raise ConfigError(f"publisher high-water mark {hwm} must be >= 1", "use e.g. 10000 messages")
+        if queue_size < 1:
+            raise ConfigError(f"publisher queue size {queue_size} must be >= 1", "use e.g. 10000 messages")
+        if linger_ms < 0:
+            raise ConfigError(f"publisher linger {linger_ms} ms must be >= 0",
+                              "use a finite linger such as 500 ms")
+        self._encode = encoder(encoding)  # ConfigError for an unknown encoding or a missing msgpack
+        self.bind = bind
+        self.hwm = hwm
+        self.encoding = encoding
+        self.linger_ms = linger_ms
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: PublishError | None = None
+        self._endpoint: str | None = None
+        self._closed = False
+        self._lock = threading.Lock()  # guards the counters callers update
+        self._subs_changed = threading.Condition()
+        self._subscriptions = 0
+        self._sent = 0
+        self._dropped_queue = 0
+        self._hwm_overflows = 0
+        self._seq: dict[str, int] = {}  # per-topic message sequence numbers (publisher thread only)
+        self._errors = 0
+        self._warned: set[str] = set()
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> Publisher:
+        """Bind the socket (in the publisher thread). Raises PublishError if the endpoint is in use or bad."""
+        if self._thread is not None:
+            raise RuntimeError("Publisher.start() called twice")
+        try:
+            check_endpoint(self.bind, bind=True)
+        except ValueError as e:
+            raise PublishError(f"cannot bind ZeroMQ endpoint {self.bind!r}: {e}",
+                               _BAD_ENDPOINT_HINT) from None
+        self._thread = threading.Thread(target=self._run, name=f"publisher {self.bind}", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(_START_TIMEOUT_S):
+            raise PublishError(f"ZeroMQ publisher on {self.bind} did not start within "
+                               f"{_START_TIMEOUT_S:.0f} s",
+                               "check the machine's load and network configuration, then retry")
+        if self._start_error is not None:
+            self._thread.join(_START_TIMEOUT_S)
+            self._closed = True
+            raise self._start_error
+        log.info("publishing on %s (hwm %d, %s)", self._endpoint, self.hwm, self.encoding)
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send everything still queued, then close the socket, giving unsent messages ``linger_ms`` to leave.
+        Idempotent."""
+        if self._closed or self._thread is None:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("publisher queue still full after %.1f s; closing without draining it", timeout)
+        self._thread.join(timeout + self.linger_ms / 1e3)
+        if self._thread.is_alive():
+            log.warning("publisher thread for %s did not stop within %.1f s", self.bind, timeout)
+
+    def __enter__(self) -> Publisher:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint, with a wildcard port resolved (``tcp://127.0.0.1:*`` -> ``tcp://127.0.0.1:41903``)."""
+        if self._endpoint is None:
+            raise RuntimeError("Publisher.endpoint is known only after start()")
+        return self._endpoint
+
+    # ---- publishing (any thread; never touches the socket) ----------------------------------------------
+
+    def publish(self, pred: Prediction) -> bool:
+        """Queue one prediction; never blocks. False if it was dropped (queue full or publisher closed)."""
+        return self._enqueue(pred.topic, functools.partial(_pred_payload, pred), 0.0)
+
+    def publish_eos(self, source: str, frames: int, reason: str = "end") -> bool:
+        """A source ended: ``frames`` frames were read from it; ``reason`` is end / error / stopped."""
+        eos_payload(source, frames, reason, 0.0)  # validate in the caller's thread
+        build = functools.partial(eos_payload, source, frames, reason)
+        return self._enqueue(topic_for("eos", source), build, _CONTROL_PUT_TIMEOUT_S)
+
+    def publish_health(self, source: str, state: str, detail: str = "") -> bool:
+        """A source changed state: ``state`` is one of up / down / reconnecting."""
+        if state not in HEALTH_STATES:
+            raise ValueError(f"health state {state!r} not one of {HEALTH_STATES}")
+        build = functools.partial(health_payload, source, state, detail)
+        return self._enqueue(topic_for("health", source), build, _CONTROL_PUT_TIMEOUT_S)
+
+    def publish_stats(self, stats: dict[str, Any]) -> bool:
+        """Periodic metrics. The publisher's own counters are added under ``"publisher"`` at send time."""
+        snapshot = dict(stats)
+
+        def build(now: float) -> dict[str, Any]:
+            snapshot.setdefault("publisher", self.counters())
+            return stats_payload(snapshot, now)
+
+        return self._enqueue(topic_for("stats"), build, 0.0)
+
+    def counters(self) -> dict[str, int]:
+        """sent: messages handed to ZeroMQ; dropped_queue: lost before that (queue full or closed), for every
+        subscriber; hwm_overflows: times a subscriber's queue (``hwm`` messages) was found full — that
+        subscriber misses the message, and the following ones until it has room again (it sees how many in
+        ``seq`` gaps); errors: messages that could not be encoded; queued: waiting now; subscriptions: active
+        subscriptions."""
+        with self._lock:
+            return {"sent": self._sent, "dropped_queue": self._dropped_queue,
+                    "hwm_overflows": self._hwm_overflows, "errors": self._errors,
+                    "queued": self._queue.qsize(), "subscriptions": self._subscriptions}
+
+    def wait_for_subscribers(self, n: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until at least ``n`` subscriptions are active; True if they are, False on timeout.
+
+        Every SUB socket sends one subscription per topic prefix it subscribes to, and ZeroMQ applies it
+        before this returns, so a subscriber counted here receives every message published afterwards
+        (up to its high-water mark). For subscribers with one prefix each, ``n`` is the number of subscribers.
+        """
+        if self._thread is None:
+            raise RuntimeError("Publisher.wait_for_subscribers() before start()")
+        deadline = time.monotonic() + timeout
+        with self._subs_changed:
+            while self._subscriptions < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._subs_changed.wait(remaining)
+        return True
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far was handed to ZeroMQ; False on timeout."""
+        deadline = time.monotonic() + timeout
+        q = self._queue
+        with q.all_tasks_done:
+            while q.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                q.all_tasks_done.wait(remaining)
+        return True
+
+    def _enqueue(self, topic: str, build: _Builder, block_s: float) -> bool:
+        if self._thread is None:
+            raise RuntimeError("Publisher.publish*() before start()")
+        if not self._closed:
+            try:
+                if block_s > 0:
+                    self._queue.put((topic, build), timeout=block_s)
+                else:
+                    self._queue.put_nowait((topic, build))
+                return True
+            except queue.Full:
+                self._warn_once("queue", "publisher queue full (%d): dropping messages (counted as "
+                                "dropped_queue)", self._queue.maxsize)
+        with self._lock:
+            self._dropped_queue += 1
+        return False
+
+    def _warn_once(self, key: str, msg: str, *args: object) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg, *args)
+
+    # ---- the publisher thread (the only code that touches the socket) -----------------------------------
+
+    def _run(self) -> None:
+        ctx = zmq.Context(io_threads=1)
+        sock = ctx.socket(zmq.XPUB)
+        try:
+            sock.setsockopt(zmq.SNDHWM, self.hwm)
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe reaches us: exact counts
+            sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue -> EAGAIN, so it can be counted
+            if "[" in self.bind:
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.bind(self.bind)
+            self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as e:
+            sock.close(linger=0)
+            ctx.term()
+            self._start_error = _bind_error(self.bind, e)
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop(sock)
+        finally:
+            sock.close(linger=self.linger_ms)
+            ctx.term()
+
+    def _loop(self, sock: zmq.Socket[bytes]) -> None:
+        q = self._queue
+        while True:
+            self._read_subscriptions(sock)
+            try:
+                item = q.get(timeout=_IDLE_POLL_S)
+            except queue.Empty:
+                continue
+            try:
+                if item is _STOP:
+                    return
+                self._send(sock, *item)
+            finally:
+                q.task_done()
+
+    def _read_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            msg = sock.recv(zmq.NOBLOCK)
+            if msg[:1] == b"\x01":
+                delta = 1
+            elif msg[:1] == b"\x00":
+                delta = -1
+            else:
+                continue  # not a subscription message (an XSUB peer may send anything)
+            with self._subs_changed:
+                self._subscriptions = max(0, self._subscriptions + delta)
+                self._subs_changed.notify_all()
+
+    def _send(self, sock: zmq.Socket[bytes], topic: str, build: _Builder) -> None:
+        seq = self._seq.get(topic, 0)
+        try:
+            d = build(time.time())
+            d["seq"] = seq
+            payload = self._encode(d)
+        except Exception as e:  # whatever the encoder raises: skip this message, keep publishing
+            with self._lock:
+                self._errors += 1
+            self._warn_once("encode", "cannot encode a %s message (%s); skipped and counted as errors",
+                            topic, e)
+            return
+        frames = [topic.encode(), payload]
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            # Some subscriber's queue is full. Send lossily so the others still get it: ZeroMQ drops it for
+            # the full one and stops offering it messages until it has room again (so no further EAGAIN).
+            with self._lock:
+                self._hwm_overflows += 1
+            self._warn_once("hwm", "a subscriber of %s is not keeping up (its queue of %d messages is full): "
+                            "it misses messages (counted as hwm_overflows; it sees them as seq gaps); "
+                            "the pipeline is not slowed", self._endpoint, self.hwm)
+            sock.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            finally:
+                sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self._seq[topic] = seq + 1
+        with self._lock:
+            self._sent += 1
+
+
+_BAD_ENDPOINT_HINT = ("give --bind as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, or tcp://*:5555 for all "
+                      "interfaces) or ipc:///path/to/socket")
+
+
+def _bind_error(bind: str, e: zmq.ZMQError) -> PublishError:
+    reason = zmq.strerror(e.errno)
+    if e.errno == zmq.EADDRINUSE:
+        return PublishError(f"cannot bind ZeroMQ endpoint {bind}: address already in use",
+                            "another streamer or program is using it: stop it, or choose another --bind, "
+                            "e.g. tcp://127.0.0.1:5556")
+    if e.errno == zmq.EADDRNOTAVAIL:
+        return PublishError(f"cannot bind ZeroMQ endpoint {bind}: {reason}",
+                            "that address is not on this machine: use tcp://127.0.0.1:PORT (this machine "
+                            "only) or tcp://*:PORT (all interfaces) as --bind")
+    return PublishError(f"cannot bind ZeroMQ endpoint {bind!r}: {reason}", _BAD_ENDPOINT_HINT)
+
+
+class JsonlWriter:
+    """Lossless sink: one JSON line per prediction, the same object as the wire payload.
+
+    ``publish_ts`` is the time the line was written when the prediction has none. Opened (and a bad path
+    reported) on construction; flushed and closed by ``close()`` or the ``with`` block.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lines = 0
+        self._lock = threading.Lock()
+        try:
+            self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        except OSError as e:
+            raise ConfigError(f"cannot write --output {str(path)!r}: {e.strerror}",
+                              "choose a file in an existing, writable directory") from None
+
+    def write(self, pred: Prediction) -> None:
+        if not pred.publish_time:
+            pred = dataclasses.replace(pred, publish_time=time.time())
+        line = encode(pred.to_dict(), "json") + b"\n"
+        with self._lock:
+            try:
+                self._file.write(line)
+            except ValueError:
+                raise RuntimeError(f"JsonlWriter({self.path}) used after close()") from None
+            except OSError as e:
+                raise StreamerError(f"cannot write --output {str(self.path)!r}: {e.strerror}",
+                                    "free disk space or choose another --output") from None
+            self.lines += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file.closed:
+                return
+            try:
+                self._file.close()
+            except OSError as e:
+                raise StreamerError(f"cannot write --output {str(self.path)!r}: {e.strerror}",
+                                    "free disk space or choose another --output") from None
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

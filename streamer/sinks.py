@@ -1,0 +1,121 @@
+"""Where results go: a tiny interface between the pipeline and its outputs (ZeroMQ publisher, JSONL file).
+
+The results thread calls ``prediction`` for every frame in order; ``end`` after a source's last prediction;
+source threads call ``health``; the main thread calls ``stats``. Implementations must not block the caller
+for long (the publisher only queues).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from streamer.protocol import Prediction
+
+if TYPE_CHECKING:
+    from streamer.publish import JsonlWriter, Publisher
+
+log = logging.getLogger(__name__)
+
+
+class Sink:
+    """No-op base: override what a sink cares about."""
+
+    name = "sink"
+
+    def start(self) -> None:
+        """Open/bind (at start-up: errors here are start-up errors)."""
+
+    def ready(self) -> None:
+        """Called once just before the first frame is read (e.g. to wait for subscribers)."""
+
+    def prediction(self, pred: Prediction) -> None:
+        pass
+
+    def end(self, source: str, frames: int, reason: str) -> None:
+        """``reason``: end | error | stopped (protocol.EOS_REASONS)."""
+
+    def health(self, source: str, state: str, detail: str) -> None:
+        """``state``: up | down | reconnecting (protocol.HEALTH_STATES)."""
+
+    def stats(self, stats: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PublisherSink(Sink):
+    """Everything goes out on the ZeroMQ PUB socket (lossy for slow subscribers, never blocking)."""
+
+    name = "publisher"
+
+    def __init__(self, publisher: Publisher, wait_subscribers: int = 0, wait_timeout_s: float = 10.0) -> None:
+        self.publisher = publisher
+        self.wait_subscribers = wait_subscribers
+        self.wait_timeout_s = wait_timeout_s
+        self._bound = False
+
+    @classmethod
+    def create(cls, bind: str, *, hwm: int, encoding: str, wait_subscribers: int = 0,
+               wait_timeout_s: float = 10.0) -> PublisherSink:
+        from streamer.publish import Publisher
+
+        return cls(Publisher(bind, hwm=hwm, encoding=encoding), wait_subscribers, wait_timeout_s)
+
+    def bind(self) -> str:
+        """Start the publisher (binding its endpoint) unless already started; returns the bound endpoint."""
+        if not self._bound:
+            self.publisher.start()
+            self._bound = True
+        return self.publisher.endpoint
+
+    def start(self) -> None:
+        self.bind()
+
+    def ready(self) -> None:
+        if self.wait_subscribers:
+            log.info("waiting up to %.0f s for %d subscriber(s) on %s", self.wait_timeout_s,
+                     self.wait_subscribers, self.publisher.endpoint)
+            if not self.publisher.wait_for_subscribers(self.wait_subscribers, self.wait_timeout_s):
+                log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway",
+                            self.wait_subscribers, self.wait_timeout_s)
+
+    def prediction(self, pred: Prediction) -> None:
+        self.publisher.publish(pred)
+
+    def end(self, source: str, frames: int, reason: str) -> None:
+        self.publisher.publish_eos(source, frames, reason)
+
+    def health(self, source: str, state: str, detail: str) -> None:
+        self.publisher.publish_health(source, state, detail)
+
+    def stats(self, stats: dict[str, Any]) -> None:
+        self.publisher.publish_stats(stats)
+
+    def counters(self) -> dict[str, int]:
+        return self.publisher.counters()
+
+    def close(self) -> None:
+        self.publisher.close()
+
+
+class JsonlSink(Sink):
+    """Every prediction as one JSON line, lossless and in order per source."""
+
+    name = "jsonl"
+
+    def __init__(self, writer: JsonlWriter) -> None:
+        self.writer = writer
+
+    @classmethod
+    def create(cls, path: str) -> JsonlSink:
+        from streamer.publish import JsonlWriter
+
+        return cls(JsonlWriter(path))
+
+    def prediction(self, pred: Prediction) -> None:
+        self.writer.write(pred)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,155 @@
+"""The frame-source interface: one object per input (camera, file, image folder, URL), read by one thread.
+
+A source is opened once (``open`` raises SourceError with a one-line message when it cannot be), then
+``read`` returns frames in order until it returns None (ENDED) or raises SourceError (FAILED). State changes
+go to listeners (the pipeline turns them into ``health.<source>`` messages). Sources that retry after a loss
+(issue 6: RTSP/HTTP reconnects) report RECONNECTING and come back to RUNNING inside ``read``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class SourceState(str, enum.Enum):
+    CREATED = "created"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"  # clean end (end of file, or stopped on request)
+    FAILED = "failed"  # gave up after an error
+
+    @property
+    def is_final(self) -> bool:
+        return self in (SourceState.ENDED, SourceState.FAILED)
+
+
+class Policy(str, enum.Enum):
+    """What a source's buffer does when the pipeline is behind."""
+
+    BLOCK = "block"  # the reader waits: nothing is lost (files)
+    LATEST = "latest"  # the oldest buffered frame is dropped and counted (live sources)
+
+
+StateListener = Callable[["FrameSource", SourceState, str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One decoded frame: BGR uint8 HxWx3, its per-source index and capture time (UNIX epoch seconds)."""
+
+    image: np.ndarray
+    index: int
+    capture_time: float
+
+    def __post_init__(self) -> None:
+        if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
+            raise ValueError(f"frame must be HxWx3 uint8, got {self.image.shape} {self.image.dtype}")
+        if self.index < 0:
+            raise ValueError(f"frame index {self.index} < 0")
+
+
+class FrameSource(ABC):
+    """Base of every source. Subclasses implement ``_open``, ``_read`` and ``_close``."""
+
+    kind: str = "source"
+
+    def __init__(self, name: str, spec: str, *, is_live: bool, fps: float | None = None,
+                 realtime: bool = False) -> None:
+        self.name = name  # source id used in topics; the pipeline makes it unique
+        self.spec = spec  # what the user typed, redacted (safe to log)
+        self.is_live = is_live
+        self.fps = fps  # native frames per second, None when unknown
+        self.realtime = realtime  # pace reads at ``fps`` (files replayed as if live)
+        self.total_frames: int | None = None  # known length (files), for progress bars
+        self.frames_read = 0
+        self.detail = ""  # why it ended/failed
+        self._state = SourceState.CREATED
+        self._listeners: list[StateListener] = []
+        self._lock = threading.Lock()
+
+    # -- state -------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def policy(self) -> Policy:
+        return Policy.LATEST if self.is_live else Policy.BLOCK
+
+    def add_listener(self, listener: StateListener) -> None:
+        self._listeners.append(listener)
+
+    def _set_state(self, state: SourceState, detail: str = "") -> None:
+        with self._lock:
+            if state == self._state or self._state.is_final:
+                return
+            self._state = state
+            self.detail = detail
+        log.debug("source %s: %s %s", self.name, state.value, detail)
+        for listener in self._listeners:
+            try:
+                listener(self, state, detail)
+            except Exception:  # a listener bug must not kill the reader thread
+                log.exception("state listener failed for source %s", self.name)
+
+    # -- life cycle --------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the input; raises SourceError (state FAILED) when it cannot be opened."""
+        from streamer.errors import SourceError
+
+        self._set_state(SourceState.CONNECTING)
+        try:
+            self._open()
+        except SourceError as exc:
+            self._set_state(SourceState.FAILED, str(exc))
+            raise
+        self._set_state(SourceState.RUNNING)
+
+    def read(self) -> Frame | None:
+        """The next frame, or None at the end. Raises SourceError when the input fails for good."""
+        from streamer.errors import SourceError
+
+        if self._state.is_final:
+            return None
+        try:
+            frame = self._read()
+        except SourceError as exc:
+            self._set_state(SourceState.FAILED, str(exc))
+            raise
+        if frame is None:
+            self._set_state(SourceState.ENDED, self.detail or "end of input")
+            return None
+        self.frames_read += 1
+        return frame
+
+    def stop(self, detail: str = "stopped") -> None:
+        """Mark the source ENDED (on request); the reader thread stops at its next read."""
+        self._set_state(SourceState.ENDED, detail)
+
+    def close(self) -> None:
+        try:
+            self._close()
+        except Exception:  # closing is best effort
+            log.debug("closing source %s failed", self.name, exc_info=True)
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _read(self) -> Frame | None: ...
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self._state.value}>"
