@@ -1,6 +1,9 @@
 """The batcher: frames from all sources, round-robin, resized straight into executor slots, closed on size or
 on a short deadline after the batch's first frame (like DeepStream's ``batched-push-timeout``).
 
+When every open source is live and has already put its newest frame in the batch, the batch closes at
+once: the next frame of any of them is a frame period away, far beyond the deadline.
+
 Its output is one ordered stream (``outbox``): each submitted Slot, a ``SourceEnd`` once a source's last frame
 is in a submitted slot, and a final ``None``. The results side consumes it in order, so an end-of-stream is
 published after that source's last prediction.
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from streamer.executors.base import Executor, Slot
 from streamer.preprocess import resize_into
-from streamer.sources.base import Frame
+from streamer.sources.base import Frame, Policy
 from streamer.sources.buffer import FrameBuffer
 
 log = logging.getLogger(__name__)
@@ -127,6 +130,7 @@ class Batcher:
         n = 0
         deadline = 0.0
         rows = slot.host_input
+        contributed: set[int] = set()
         while n < self.batch_size and not self._abort.is_set():
             with self.cond:
                 got = self._take()
@@ -137,11 +141,12 @@ class Batcher:
                         self.cond.wait(IDLE_WAIT_S)
                         continue
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._all_finished():
+                    if remaining <= 0 or self._all_finished() or self._live_round_done(contributed):
                         break
                     self.cond.wait(remaining)
                     continue
             buffer, frame, dropped = got
+            contributed.add(id(buffer))
             resize_into(frame.image, rows[n])
             slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, dropped))
             n += 1
@@ -159,6 +164,11 @@ class Batcher:
                 self._rr = (j + 1) % k
                 return self.buffers[j], got[0], got[1]
         return None
+
+    def _live_round_done(self, contributed: set[int]) -> bool:
+        """Every open source is live and already has its newest frame in this batch: the next frame of any
+        of them is a frame period away, so waiting out the deadline would only add latency."""
+        return all(b.policy is Policy.LATEST and id(b) in contributed for b in self.buffers if not b.finished)
 
     def _all_finished(self) -> bool:
         return all(b.finished for b in self.buffers)

@@ -160,6 +160,8 @@ def run(argv: Sequence[str] | None) -> int:
         if pipeline.stop_requested:
             os.write(2, f"streamer: {signal.Signals(signum).name} again: exiting without draining\n".encode())
             os._exit(128 + signum)
+        os.write(2, f"streamer: {signal.Signals(signum).name}: finishing the frames in flight "
+                    "(again to exit at once)\n".encode())
         pipeline.request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -68,14 +68,14 @@ class Pipeline:
         self.labels: tuple[str, ...] = ()
         self.topk = settings.topk
         self.model_id = ""
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # a failure of a pipeline thread itself
+        self.batch_error: BaseException | None = None  # the first batch the backend failed on
         self._ends: dict[str, SourceEnd] = {}
         self._stop = threading.Event()
         self._stopping = False
         self._results_done = threading.Event()
         self._results_thread: threading.Thread | None = None
         self._opened = False
-        self._started = False
         self._closed = False
 
     # -- start-up ---------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ class Pipeline:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def run(self, progress: ProgressFactory | None = None, tick: Callable[[], None] | None = None) -> Summary:
+    def run(self, progress: ProgressFactory | None = None) -> Summary:
         """Stream until all sources end (or a stop is requested), drain, and return the summary."""
         if not self._opened:
             self.open()
@@ -174,7 +174,6 @@ class Pipeline:
             self._health(src.name, "up", f"{src.kind} {src.spec}")
         self._results_thread = threading.Thread(target=self._results, args=(outbox,), name="results",
                                                 daemon=True)
-        self._started = True
         self.metrics.start = time.monotonic()
         self._results_thread.start()
         self.batcher.start()
@@ -192,11 +191,10 @@ class Pipeline:
                 if now >= next_stats:
                     next_stats = now + s.stats_interval_s
                     self._publish_stats()
-                if bar is not None and self.metrics.frames > shown:
-                    bar.update(self.metrics.frames - shown)
-                    shown = self.metrics.frames
-                if tick is not None:
-                    tick()
+                frames = self.metrics.frames
+                if bar is not None and frames > shown:
+                    bar.update(frames - shown)
+                    shown = frames
         finally:
             if bar is not None:
                 bar.update(self.metrics.frames - shown)
@@ -207,10 +205,12 @@ class Pipeline:
         self._publish_stats()
         summary = self.summary()
         if self.error is not None:
-            if isinstance(self.error, StreamerError):
-                raise self.error
-            raise ModelError(f"inference failed: {type(self.error).__name__}: {self.error}",
-                             "check the model with --backend onnxruntime") from self.error
+            raise self.error  # a StreamerError (e.g. the output disk is full) or a bug in a pipeline thread
+        if self.batch_error is not None:
+            err = self.batch_error
+            raise ModelError(f"inference failed on a batch: {type(err).__name__}: {err}",
+                             f"the {self.backend.name} backend could not run the model; try another --backend"
+                             ) from err
         return summary
 
     def _begin_stop(self) -> None:
@@ -262,8 +262,8 @@ class Pipeline:
             if done.error is not None:
                 self.metrics.failed_batches += 1
                 log.error("batch of %d frames failed: %s", done.count, done.error)
-                if self.error is None:
-                    self.error = done.error
+                if self.batch_error is None:
+                    self.batch_error = done.error
                 self.request_stop()
                 return
             self._emit(done)

@@ -128,6 +128,8 @@ class Publisher:
             self._closed = True
             return
         self._closed = True
+        with self._subs_changed:
+            self._subs_changed.notify_all()  # wake wait_for_subscribers
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
@@ -192,8 +194,10 @@ class Publisher:
                     "hwm_overflows": self._hwm_overflows, "errors": self._errors,
                     "queued": self._queue.qsize(), "subscriptions": self._subscriptions}
 
-    def wait_for_subscribers(self, n: int = 1, timeout: float = 10.0) -> bool:
-        """Wait until at least ``n`` subscriptions are active; True if they are, False on timeout.
+    def wait_for_subscribers(self, n: int = 1, timeout: float = 10.0,
+                             stop: threading.Event | None = None) -> bool:
+        """Wait until at least ``n`` subscriptions are active; True if they are, False on timeout, when
+        ``stop`` is set (e.g. the pipeline's stop request) or when the publisher is closed.
 
         Every SUB socket sends one subscription per topic prefix it subscribes to, and ZeroMQ applies it
         before this returns, so a subscriber counted here receives every message published afterwards
@@ -205,9 +209,10 @@ class Publisher:
         with self._subs_changed:
             while self._subscriptions < n:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._closed or (stop is not None and stop.is_set()):
                     return False
-                self._subs_changed.wait(remaining)
+                # Sliced so that a ``stop`` set from a signal handler is noticed within 50 ms.
+                self._subs_changed.wait(min(remaining, 0.05) if stop is not None else remaining)
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:

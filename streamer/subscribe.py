@@ -6,7 +6,8 @@
 
 ``latest_only=True`` is for consumers slower than the stream (a dashboard): a background thread keeps
 reading the socket and keeps only the newest message of each topic, so ``recv`` returns the newest message
-that has arrived and nothing queues up anywhere (not here, not in the publisher). That is what ZMQ_CONFLATE
+that has arrived and no backlog builds up (here or in the publisher) however slowly the caller reads (the
+thread only moves raw frames, far faster than any stream). That is what ZMQ_CONFLATE
 does inside libzmq, but CONFLATE does not support multipart messages (it would keep one frame of
 ``[topic, payload]`` and lose the other), so it is done here.
 """
@@ -261,7 +262,7 @@ def format_line(topic: str, payload: dict[str, Any]) -> str:
         detail = payload.get("detail") or ""
         return f"{source}  HEALTH {payload.get('state', '?')}" + (f": {detail}" if detail else "")
     if kind == "stats":
-        body = {k: v for k, v in payload.items() if k not in ("v", "type", "publish_ts")}
+        body = {k: v for k, v in payload.items() if k not in ("v", "type", "publish_ts", "seq")}
         return "STATS " + json.dumps(body, separators=(",", ":"))
     return f"{topic}  " + json.dumps(payload, separators=(",", ":"))
 
@@ -297,29 +298,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    topics = args.topic if args.topic else [""]
-    timeout_ms = None if args.timeout is None else args.timeout * 1e3
     with contextlib.suppress(ValueError):  # ValueError: not the main thread (main() called from a program)
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        sub = Subscriber(args.endpoint, topics, latest_only=args.latest, timeout_ms=timeout_ms)
-    except StreamerError as e:
-        print(f"streamer-sub: {e}", file=sys.stderr)
-        return e.exit_code
-    preds = 0
-    received = 0
-    try:
-        with sub:
-            for topic, payload in sub:
-                received += 1
-                if args.json:
-                    print(json.dumps(payload, separators=(",", ":")), flush=True)
-                else:
-                    print(format_line(topic, payload), flush=True)
-                if payload.get("type") == "pred":
-                    preds += 1
-                    if args.count is not None and preds >= args.count:
-                        return 0
+        return _print_messages(args)
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:  # `streamer-sub | head`: stop quietly, and keep Python's exit flush quiet
@@ -328,11 +310,32 @@ def main(argv: list[str] | None = None) -> int:
     except StreamerError as e:
         print(f"streamer-sub: {e}", file=sys.stderr)
         return e.exit_code
-    # Only a --timeout ends the loop.
-    if received == 0 or (args.count is not None and preds < args.count):
-        got = f"{preds} of {args.count} predictions" if args.count is not None else "no message"
-        print(f"streamer-sub: {got} from {args.endpoint} within {args.timeout:g} s (hint: is a streamer "
-              f"running with --bind {args.endpoint}?)", file=sys.stderr)
+
+
+def _print_messages(args: argparse.Namespace) -> int:
+    topics = args.topic if args.topic else [""]
+    timeout_ms = None if args.timeout is None else args.timeout * 1e3
+    preds = received = 0
+    with Subscriber(args.endpoint, topics, latest_only=args.latest, timeout_ms=timeout_ms) as sub:
+        for topic, payload in sub:
+            received += 1
+            if args.json:
+                print(json.dumps(payload, separators=(",", ":")), flush=True)
+            else:
+                print(format_line(topic, payload), flush=True)
+            if payload.get("type") == "pred":
+                preds += 1
+                if args.count is not None and preds >= args.count:
+                    return 0
+    # Only --timeout ends the loop.
+    hint = f"(hint: is a streamer running with --bind {args.endpoint}?)"
+    if received == 0:
+        print(f"streamer-sub: no message from {args.endpoint} within {args.timeout:g} s {hint}",
+              file=sys.stderr)
+        return 1
+    if args.count is not None and preds < args.count:
+        print(f"streamer-sub: {preds} of {args.count} predictions from {args.endpoint}, then nothing for "
+              f"{args.timeout:g} s", file=sys.stderr)
         return 1
     return 0
 

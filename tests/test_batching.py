@@ -119,6 +119,18 @@ def test_sources_share_batches_round_robin_and_keep_their_ids(executor) -> None:
     assert next_event(batcher.outbox) is None
 
 
+def test_live_sources_do_not_wait_out_the_deadline(executor) -> None:
+    cond = threading.Condition()
+    cams = [FrameBuffer(f"cam{i}", Policy.LATEST, 1, cond) for i in range(2)]
+    batcher = Batcher(cams, executor, batch_size=8, timeout_s=60.0)  # a deadline no test would wait for
+    batcher.start()
+    cams[0].put(frame(0))
+    cams[1].put(frame(0, "blue"))
+    slot = next_event(batcher.outbox)  # both cameras are in: the batch closes without the deadline
+    assert sorted(t.source for t in collect(executor, slot)[0]) == ["cam0", "cam1"]
+    batcher.abort()
+
+
 def test_drops_of_a_live_source_are_tagged(executor) -> None:
     cond = threading.Condition()
     buf = FrameBuffer("cam", Policy.LATEST, 1, cond)

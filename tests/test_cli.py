@@ -166,3 +166,29 @@ def test_signal_mid_file_drains_publishes_and_exits_0(sig: signal.Signals, tmp_p
     assert (eos["source"], eos["frames"], eos["reason"]) == ("vtest", n, "stopped")
     s = json.loads(summary.read_text())
     assert s["frames"] == n and s["stopped_by_signal"]
+
+
+def test_a_second_signal_exits_at_once(clip: Path, color_model: Path) -> None:
+    """While it waits for a subscriber that never comes, the first SIGINT asks for a drain and the second
+    ends the process without one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "--source", str(clip), "--model", str(color_model),
+         "--bind", "tcp://127.0.0.1:*", "--wait-subscribers", "1"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        lines = _stderr_lines(proc)
+        while "waiting up to" not in lines.get(timeout=30):
+            pass
+        proc.send_signal(signal.SIGINT)
+        while "finishing the frames in flight" not in lines.get(timeout=30):
+            pass
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == 128 + signal.SIGINT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    rest = []
+    while not lines.empty():
+        rest.append(lines.get())
+    assert any("SIGINT again: exiting without draining" in line for line in rest)

@@ -178,6 +178,22 @@ def test_demo_accuracy_with_the_default_model() -> None:
     assert summary.accuracy["accuracy"] >= 0.95, summary.accuracy
 
 
+def test_a_failing_batch_stops_the_run_with_a_model_error(tmp_path: Path, color_model: Path) -> None:
+    clip = write_video(tmp_path / "f.avi", ["red"] * 40)
+    sink = ListSink()
+    pipeline = Pipeline(settings(color_model, str(clip)), sinks=[sink]).open()
+
+    def broken(images: np.ndarray, out: np.ndarray) -> None:
+        raise RuntimeError("device lost")
+
+    pipeline.backend.infer = broken  # type: ignore[method-assign]
+    with pytest.raises(ModelError, match="inference failed on a batch: RuntimeError: device lost"):
+        pipeline.run()
+    pipeline.close()
+    assert sink.preds == [] and sink.ends and sink.closed
+    assert pipeline.metrics.failed_batches >= 1
+
+
 @pytest.mark.parametrize(
     ("overrides", "error", "match"),
     [

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 
-import msgpack
 import pytest
 import zmq
 from zmq_helpers import (
@@ -223,6 +222,19 @@ def test_wait_for_subscribers_times_out_without_one(publisher: Publisher) -> Non
     assert publisher.counters()["subscriptions"] == 0
 
 
+def test_wait_for_subscribers_ends_early_on_stop_or_close(publisher: Publisher) -> None:
+    stop = threading.Event()
+    stop.set()
+    assert publisher.wait_for_subscribers(1, timeout=60, stop=stop) is False  # returns at once
+    other = Publisher(ANY_PORT, linger_ms=0).start()
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(other.wait_for_subscribers(1, timeout=60)))
+    waiter.start()
+    other.close()
+    waiter.join(timeout=10)
+    assert result == [False]
+
+
 def test_subscriptions_are_counted_and_released(publisher: Publisher) -> None:
     with zmq_context() as ctx:
         a = sub_socket(ctx, publisher.endpoint, ["pred.", "eos."])
@@ -237,6 +249,7 @@ def test_subscriptions_are_counted_and_released(publisher: Publisher) -> None:
 
 
 def test_msgpack_round_trip() -> None:
+    msgpack = pytest.importorskip("msgpack")
     with zmq_context() as ctx, Publisher(ANY_PORT, encoding="msgpack", linger_ms=0) as pub:
         sub = sub_socket(ctx, pub.endpoint)
         assert pub.wait_for_subscribers(1, timeout=10)

@@ -122,6 +122,7 @@ def test_gaps_in_seq_are_counted_as_missed() -> None:
 
 
 def test_msgpack_payloads_are_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("msgpack")
     with Publisher(ANY_PORT, encoding="msgpack", linger_ms=0) as pub, \
             Subscriber(pub.endpoint, topics=("pred.", "eos."), timeout_ms=10_000) as sub:
         assert pub.wait_for_subscribers(2, timeout=10)
@@ -167,7 +168,8 @@ def test_format_line_for_each_type() -> None:
     health = format_line("health.cam1",
                          {"type": "health", "source": "cam1", "state": "down", "detail": "refused"})
     assert health == "cam1  HEALTH down: refused"
-    assert format_line("stats", {"v": 1, "type": "stats", "publish_ts": 1.0, "fps": 30}) == 'STATS {"fps":30}'
+    assert format_line("stats", {"v": 1, "type": "stats", "publish_ts": 1.0, "seq": 4, "fps": 30}) == (
+        "STATS {\"fps\":30}")
 
 
 # ---- streamer-sub as a user runs it -----------------------------------------------------------------------
@@ -255,3 +257,13 @@ def test_streamer_sub_timeout_without_publisher_exits_1(free_endpoint: str) -> N
     out, err = _finish(proc)
     assert proc.returncode == 1 and out == ""
     assert err.count("\n") == 1 and "no message" in err and free_endpoint in err
+
+
+def test_streamer_sub_timeout_before_count_exits_1(publisher: Publisher) -> None:
+    proc = _streamer_sub(publisher.endpoint, "--count", "5", "--timeout", "1")
+    assert publisher.wait_for_subscribers(1, timeout=30), "streamer-sub did not subscribe"
+    for i in range(2):
+        publisher.publish(make_prediction(i))
+    out, err = _finish(proc)
+    assert proc.returncode == 1 and len(out.splitlines()) == 2
+    assert err.count("\n") == 1 and "2 of 5 predictions" in err

@@ -208,7 +208,7 @@ def bench_ort(model: BenchModel, batches: list[int], seconds: float, max_seconds
 
 # -- GPU -----------------------------------------------------------------------------------------------------
 def _torch_backend(model: BenchModel, max_batch: int, buckets: list[int] | None, *, precision: str = "fp16",
-                   graphs: bool = True, channels_last: bool = True) -> Any:
+                   graphs: bool = True, channels_last: bool = True, source: str = "auto") -> Any:
     from streamer.backends import torch_cuda
 
     if model.net is not None:
@@ -218,7 +218,7 @@ def _torch_backend(model: BenchModel, max_batch: int, buckets: list[int] | None,
                                       precision=precision, cuda_graphs=graphs, channels_last=channels_last,
                                       graph_buckets=buckets)
     return torch_cuda.load(model.onnx, max_batch, precision=precision, cuda_graphs=graphs,
-                           channels_last=channels_last, graph_buckets=buckets)
+                           channels_last=channels_last, graph_buckets=buckets, source=source)
 
 
 @contextlib.contextmanager
@@ -482,7 +482,9 @@ def _bench_gpu(models: list[BenchModel], args: argparse.Namespace, batches: list
         return points
 
     def eager_batch1(model: BenchModel) -> list[Point]:
-        backend = _torch_backend(model, 1, [1], precision="fp32", graphs=False, channels_last=False)
+        # the seed notebook's way: the net's own nn.Module (rebuilt from the .pth), fp32, eager
+        backend = _torch_backend(model, 1, [1], precision="fp32", graphs=False, channels_last=False,
+                                 source="pth")
         return bench_engine_only(backend, model, [1], args.seconds, "torch-cuda fp32 eager")
 
     for model in models:

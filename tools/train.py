@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Train a classifier on ``shapes`` (procedural, no download) or ``cifar10``; saves a .pth checkpoint.
 
-    python tools/train.py --arch seed_cnn --dataset shapes --out engines/shapes_cnn.pth         # default model
-    python tools/train.py --arch small_cnn --epochs 2 --n-train 4000 --out runs/quick.pth      # a quick run
+    python tools/train.py --arch seed_cnn --dataset shapes --out engines/shapes_cnn.pth    # default model
+    python tools/train.py --arch small_cnn --epochs 2 --n-train 4000 --out runs/quick.pth  # a quick run
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.errors import StreamerError  # noqa: E402
-from streamer.model.nets import ARCHS  # noqa: E402
-from streamer.model.train import DATASETS, TrainConfig, train  # noqa: E402
+from streamer.errors import StreamerError
+from streamer.model.nets import ARCHS
+from streamer.model.train import DATASETS, TrainConfig, train
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default=d.arch, choices=sorted(ARCHS))
     p.add_argument("--dataset", default=d.dataset, choices=DATASETS)
     p.add_argument("--data-dir", default=d.data_dir, help="CIFAR-10: folder holding cifar-10-batches-py")
+    p.add_argument("--no-download", action="store_true", help="CIFAR-10: fail instead of downloading")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -34,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda[:N]")
     p.add_argument("--workers", type=int, default=d.workers, help="shapes rendering processes (0: all cores)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="training time budget: after epoch 1, run only the epochs that fit")
     p.add_argument("--out", type=Path, default=Path("engines/shapes_cnn.pth"))
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = TrainConfig(arch=a.arch, dataset=a.dataset, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                           weight_decay=a.weight_decay, n_train=a.n_train, n_val=a.n_val, seed=a.seed,
-                          device=a.device, data_dir=a.data_dir, workers=a.workers, progress=not a.no_progress)
+                          device=a.device, data_dir=a.data_dir, download=not a.no_download, workers=a.workers,
+                          progress=not a.no_progress, max_seconds=a.max_seconds)
         result = train(cfg, a.out)
     except StreamerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -276,6 +276,9 @@ def _load_pt2(pt2: Path, manifest: ModelManifest, precision: str) -> tuple[nn.Mo
         return PipelineModel(module.to(dtype), manifest.mean, manifest.std, dtype=dtype), False
     try:
         net = torch.export.unflatten(program).net
+        for m in net.modules():  # run the generated code, not torch.fx.Interpreter node by node (eager speed)
+            if hasattr(m, "_run_with_interpreter"):
+                m._run_with_interpreter = False
     except Exception as exc:  # an exported pipeline without a ``net`` submodule
         log.info("%s: no separable net (%s); running the whole program%s", pt2, exc,
                  " under fp16 autocast" if precision == "fp16" else "")

@@ -1,7 +1,7 @@
 """Engine plans: build TensorRT / TensorRT-RTX plans from exported ONNX, and say what each plan is for.
 
-- :mod:`streamer.engine.steps` — composable build steps (NetworkFromOnnx → CreateConfig → BuildPlan → SavePlan);
-- :mod:`streamer.engine.build` — :func:`build_engine`: resolve the ONNX for a precision, build or reuse a plan;
+- :mod:`streamer.engine.steps` — composable steps: NetworkFromOnnx → CreateConfig → BuildPlan → SavePlan;
+- :mod:`streamer.engine.build` — :func:`build_engine`: pick the ONNX for a precision, build or reuse a plan;
 - :mod:`streamer.engine.identity` — :class:`PlanIdentity` (``<plan>.json``) and :class:`Machine` checks;
 - :mod:`streamer.engine.backend` — pick ``tensorrt`` or ``tensorrt_rtx``.
 """

@@ -67,8 +67,9 @@ def import_backend(requested: str = "auto") -> TrtBackend:
             continue
         return TrtBackend(name=name, version=str(module.__version__), module=module)
     wanted = "tensorrt-rtx" if requested == "auto" else requested
+    modules = " and ".join(MODULES[n] for n in names)
     raise BackendUnavailableError(
-        f"cannot build a plan: {' and '.join(MODULES[n] for n in names)} not importable ({'; '.join(failures)})",
+        f"cannot build a plan: {modules} not importable ({'; '.join(failures)})",
         INSTALL_HINT[wanted],
     )
 

@@ -64,7 +64,8 @@ def resolve_onnx(path: str | Path, precision: str | None) -> tuple[Path, str, Mo
     raise ModelError(
         f"{path} is an {actual} model and networks are strongly typed, so an {precision} plan needs an "
         f"{precision} ONNX ({sibling.name} not found)",
-        f"export it with tools/export_onnx.py (it writes {sibling_for(path, 'fp16').name}) or drop --precision",
+        f"export it with tools/export_onnx.py (it writes {sibling_for(path, 'fp16').name}), "
+        "or drop --precision",
     )
 
 
@@ -75,15 +76,17 @@ def _pth_bytes(onnx_path: Path, manifest: ModelManifest | None) -> int | None:
     return pth.stat().st_size if pth.is_file() else None
 
 
-def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile: BatchProfile = BatchProfile(),
+def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile: BatchProfile | None = None,
                  out: str | Path | None = None, out_dir: str | Path | None = None,
-                 compute_capabilities: tuple[str, ...] | None = None, timing_cache: str | Path | None = DEFAULT,
-                 backend: str | TrtBackend = "auto", force: bool = False) -> BuildResult:
+                 compute_capabilities: tuple[str, ...] | None = None,
+                 timing_cache: str | Path | None = DEFAULT, backend: str | TrtBackend = "auto",
+                 force: bool = False) -> BuildResult:
     """Build (or reuse) the plan for ``onnx_path``; returns where it is and its identity.
 
     The plan goes to ``out`` if given, else ``out_dir`` (default ``<onnx dir>/plans``) under
     :meth:`PlanIdentity.plan_name`, with ``<plan>.json`` beside it.
     """
+    profile = profile or BatchProfile()
     source, prec, manifest = resolve_onnx(onnx_path, precision)
     trt_backend = backend if isinstance(backend, TrtBackend) else import_backend(backend)
     ccs = tuple(normalise_cc(c) for c in compute_capabilities) if compute_capabilities else None
@@ -106,7 +109,8 @@ def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile
             existing = PlanIdentity.read(plan_path)
         except ModelError:
             existing = None
-        if existing is not None and existing.key == draft.key and existing.plan_bytes == plan_path.stat().st_size:
+        size = plan_path.stat().st_size
+        if existing is not None and existing.key == draft.key and existing.plan_bytes == size:
             log.info("plan up to date: %s", plan_path)
             return BuildResult(plan_path, existing, True, source)
     network = NetworkFromOnnx(source, trt_backend)

@@ -134,7 +134,8 @@ class PlanIdentity:
                        f"this machine has {machine.backend_version}")
         cc = machine.compute_capability
         if cc is not None and self.compute_capabilities and cc not in self.compute_capabilities:
-            why = " (TensorRT-RTX does not run on Hopper)" if cc == "9.0" and self.backend == "tensorrt-rtx" else ""
+            hopper = cc == "9.0" and self.backend == "tensorrt-rtx"
+            why = " (TensorRT-RTX does not run on Hopper)" if hopper else ""
             out.append(f"plan targets compute capability {', '.join(self.compute_capabilities)}, "
                        f"this GPU is {cc}{why}")
         if onnx_sha256 is not None and onnx_sha256 != self.onnx_sha256:
@@ -150,8 +151,9 @@ class PlanIdentity:
         """Raise EngineMismatchError naming every mismatch and the rebuild command."""
         problems = self.mismatches(machine, **expected)
         if problems:
+            source = self.onnx_file or "MODEL.onnx"
             raise EngineMismatchError(f"{plan_path}: " + "; ".join(problems),
-                                      f"rebuild it: python tools/build_engine.py {self.onnx_file or 'MODEL.onnx'}")
+                                      f"rebuild it: python tools/build_engine.py {source}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

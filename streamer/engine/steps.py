@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.engine.backend import DEFAULT_RTX_TARGETS, TrtBackend, current_compute_capability, import_backend
+from streamer.engine.backend import (
+    DEFAULT_RTX_TARGETS,
+    TrtBackend,
+    current_compute_capability,
+    import_backend,
+)
 from streamer.engine.identity import BatchProfile
 from streamer.errors import BackendUnavailableError, ConfigError, ModelError
 
@@ -105,7 +110,8 @@ class NetworkFromOnnx:
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
         if not errors:
             detail = "; ".join(logger.errors) or "no reason given"
-            return ModelError(f"{path}: the ONNX parser failed ({detail})", "re-export it with tools/export_onnx.py")
+            return ModelError(f"{path}: the ONNX parser failed ({detail})",
+                              "re-export it with tools/export_onnx.py")
         first = errors[0]
         code = str(first.code()).rsplit(".", 1)[-1]
         if code == "MODEL_DESERIALIZE_FAILED":
@@ -126,9 +132,10 @@ class NetworkFromOnnx:
 class CreateConfig:
     """Builder config: batch profile, compute-capability targets (TensorRT-RTX), timing cache (TensorRT)."""
 
-    def __init__(self, profile: BatchProfile = BatchProfile(), compute_capabilities: tuple[str, ...] | None = None,
+    def __init__(self, profile: BatchProfile | None = None,
+                 compute_capabilities: tuple[str, ...] | None = None,
                  timing_cache: str | Path | None = None) -> None:
-        self.profile = profile
+        self.profile = profile or BatchProfile()
         self.compute_capabilities = compute_capabilities
         self.timing_cache = Path(timing_cache) if timing_cache else None
 
@@ -136,7 +143,8 @@ class CreateConfig:
         """The compute capabilities a plan from this config runs on."""
         if not backend.is_rtx:
             if self.compute_capabilities:
-                log.warning("TensorRT builds for the GPU it runs on; ignoring targets %s", self.compute_capabilities)
+                log.warning("TensorRT builds for the GPU it runs on; ignoring targets %s",
+                            self.compute_capabilities)
             cc = current_compute_capability()
             return (cc,) if cc else ()
         if self.compute_capabilities:
@@ -150,8 +158,8 @@ class CreateConfig:
         tensor = parsed.input
         sample = tuple(tensor.shape)[1:]
         if any(d < 0 for d in sample) or tensor.shape[0] != -1:
-            raise ModelError(f"{parsed.onnx_path}: input {tensor.name}{list(tensor.shape)} needs a dynamic batch "
-                             "and a fixed sample shape", "re-export it with tools/export_onnx.py")
+            raise ModelError(f"{parsed.onnx_path}: input {tensor.name}{list(tensor.shape)} needs a dynamic "
+                             "batch and a fixed sample shape", "re-export it with tools/export_onnx.py")
         profile = parsed.builder.create_optimization_profile()
         p = self.profile
         profile.set_shape(tensor.name, (p.min, *sample), (p.opt, *sample), (p.max, *sample))

@@ -55,12 +55,17 @@ class Checkpoint:
     def build(self, origin: str = "<checkpoint>") -> nn.Module:
         """The net with these weights, in eval mode, on the CPU."""
         net = build_net(self.arch, len(self.labels))
-        try:
-            net.load_state_dict(dict(self.state_dict))
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ModelError(f"{origin}: weights do not fit arch {self.arch!r} ({first})",
-                             "pass the --arch the checkpoint was trained with") from exc
+        expected = net.state_dict()
+        missing = [k for k in expected if k not in self.state_dict]
+        unexpected = [k for k in self.state_dict if k not in expected]
+        wrong = [k for k in expected
+                 if k in self.state_dict and tuple(self.state_dict[k].shape) != tuple(expected[k].shape)]
+        if missing or unexpected or wrong:
+            detail = ", ".join(f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                               (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)) if v)
+            raise ModelError(f"{origin}: weights do not fit arch {self.arch!r}: {detail}",
+                             "pass the --arch (and labels) the checkpoint was trained with")
+        net.load_state_dict(dict(self.state_dict))
         return net.eval()
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +137,8 @@ def load_pipeline_model(model_path: str | Path, dtype: torch.dtype = torch.float
     model_path = Path(model_path)
     if model_path.suffix == ".json":
         if not model_path.is_file():
-            raise ModelError(f"manifest not found: {model_path}", "export the model with tools/export_onnx.py")
+            raise ModelError(f"manifest not found: {model_path}",
+                             "export the model with tools/export_onnx.py")
         manifest = ModelManifest.from_json(model_path.read_text(), str(model_path))
         manifest_dir = model_path.parent
     else:

@@ -88,7 +88,8 @@ def render_clip(out_dir: str | Path = DEFAULT_DIR, spec: DemoSpec = DemoSpec(), 
     out_dir.mkdir(parents=True, exist_ok=True)
     video, truth = out_dir / VIDEO_NAME, out_dir / TRUTH_NAME
     tmp_video = out_dir / f".{VIDEO_NAME}.{os.getpid()}.tmp.mp4"
-    writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, (spec.size, spec.size))
+    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+    writer = cv2.VideoWriter(str(tmp_video), fourcc, spec.fps, (spec.size, spec.size))
     if not writer.isOpened():
         raise SourceError(f"{tmp_video}: OpenCV cannot write mp4v video here",
                           "install an OpenCV build with FFmpeg (opencv-python-headless has it)")

@@ -64,13 +64,14 @@ def _export_onnx(model: PipelineModel, h: int, w: int, path: Path, manifest: Mod
         if not verbose:
             warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes={"images": {0: batch}}, opset_version=OPSET, dynamo=True,
-                              external_data=False, verbose=verbose)
+            torch.onnx.export(model, (example,), str(tmp), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], dynamic_shapes={"images": {0: batch}},
+                              opset_version=OPSET, dynamo=True, external_data=False, verbose=verbose)
         except Exception as exc:
             tmp.unlink(missing_ok=True)
-            raise ModelError(f"{manifest.name}: ONNX export failed ({type(exc).__name__}: {exc})".splitlines()[0],
-                             "the net must be traceable by torch.export; see the message above") from exc
+            first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise ModelError(f"{manifest.name}: ONNX export failed ({first})",
+                             "the net must be traceable by torch.export") from exc
     proto = onnx.load(str(tmp))
     for value in (*proto.graph.input, *proto.graph.output):
         dim0 = value.type.tensor_type.shape.dim[0]

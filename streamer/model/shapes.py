@@ -68,7 +68,7 @@ _CIRCLE = _regular(72)
 _POLYGONS: dict[str, list[tuple[np.ndarray, int]]] = {
     "circle": [(_CIRCLE, 255)],
     "square": [(_regular(4, 0.92, math.pi / 4), 255)],
-    "triangle": [(_regular(3, 1.0) + (0.0, 0.2), 255)],
+    "triangle": [(_regular(3, 1.0) + np.array([0.0, 0.2]), 255)],
     "pentagon": [(_regular(5, 0.95), 255)],
     "star": [(_star(), 255)],
     "cross": [(_cross(), 255)],
@@ -99,16 +99,23 @@ class ShapeParams:
             raise ValueError(f"shape radius must be positive, got {self.radius}")
 
 
-def shape_mask(p: ShapeParams, size: int) -> np.ndarray:
-    """Anti-aliased float32 mask in [0, 1] of shape ``p`` on a ``size``×``size`` canvas."""
-    mask = np.zeros((size, size), np.uint8)
+def shape_mask(p: ShapeParams, size: int, supersample: int = 4) -> np.ndarray:
+    """Float32 coverage mask in [0, 1] of shape ``p`` on a ``size``×``size`` canvas.
+
+    Drawn hard-edged at ``supersample``× and area-averaged down: exact coverage at any canvas size (OpenCV's
+    LINE_AA fill grows shapes by about half a pixel, which would make small renders fatter than large ones).
+    """
+    big = size * supersample
+    mask = np.zeros((big, big), np.uint8)
     c, s = math.cos(p.angle), math.sin(p.angle)
     rot = np.array([[c, -s], [s, c]])
-    scale = np.array([1.0, p.aspect]) * p.radius * size
+    scale = np.array([1.0, p.aspect]) * p.radius * big
     for poly, value in _POLYGONS[LABELS[p.label]]:
-        pts = (poly * scale) @ rot.T + (p.cx * size, p.cy * size)
+        pts = (poly * scale) @ rot.T + (p.cx * big, p.cy * big)
         fixed = np.round((pts - 0.5) * (1 << _SHIFT)).astype(np.int32)
-        cv2.fillPoly(mask, [fixed], value, lineType=cv2.LINE_AA, shift=_SHIFT)
+        cv2.fillPoly(mask, [fixed], value, lineType=cv2.LINE_8, shift=_SHIFT)
+    if supersample > 1:
+        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
     return mask.astype(np.float32) * (1.0 / 255.0)
 
 

@@ -52,8 +52,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     data_dir: str = "data"
+    download: bool = True  # cifar10: fetch the archive when the batches are missing
     workers: int = 0  # processes rendering shapes; 0 = one per core
     progress: bool = True
+    max_seconds: float | None = None  # fewer epochs (schedule shortened after epoch 1) to fit this budget
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -65,6 +67,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"--max-seconds must be positive, got {self.max_seconds}")
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,8 @@ def resolve_device(requested: str) -> torch.device:
 
 def load_data(cfg: TrainConfig) -> Data:
     if cfg.dataset == "cifar10":
-        tx, ty, labels = cifar.load_cifar10(cfg.data_dir, "train", allow_download=True)
-        vx, vy, _ = cifar.load_cifar10(cfg.data_dir, "test", allow_download=True)
+        tx, ty, labels = cifar.load_cifar10(cfg.data_dir, "train", allow_download=cfg.download)
+        vx, vy, _ = cifar.load_cifar10(cfg.data_dir, "test", allow_download=cfg.download)
         return Data(tx, ty, vx, vy, labels, cifar.MEAN, cifar.STD, "cifar10")
     workers = cfg.workers or os.cpu_count() or 1
     with progress_bar(cfg.n_train + cfg.n_val, "rendering shapes", cfg.progress, "img") as bar:
@@ -126,9 +130,16 @@ def _augment(x: torch.Tensor, crop_pad: int, gen: torch.Generator) -> torch.Tens
     return x
 
 
+def _lr_factor(progress: float) -> float:
+    """Linear warm-up over the first 10% of training, then cosine decay to 1% of the peak."""
+    if progress < 0.1:
+        return 0.04 + 0.96 * progress / 0.1
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.1) / 0.9)))
+
+
 @torch.no_grad()
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-             batch_size: int = 512) -> float:
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, mean: tuple[float, ...],
+             std: tuple[float, ...], batch_size: int = 512) -> float:
     """Top-1 accuracy of ``net`` on uint8 NHWC RGB ``x``."""
     net.eval()
     correct = 0
@@ -162,8 +173,9 @@ def train(cfg: TrainConfig, out: str | Path, data: Data | None = None) -> TrainR
         net = net.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(tx) / cfg.batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                steps_per_epoch=steps_per_epoch, pct_start=0.15)
+    planned = [cfg.epochs]  # shortened after epoch 1 when max_seconds says so; the schedule follows
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: _lr_factor(step / (planned[0] * steps_per_epoch)))
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
     crop_pad = 4 if data.name == "cifar10" else 0
@@ -171,9 +183,12 @@ def train(cfg: TrainConfig, out: str | Path, data: Data | None = None) -> TrainR
     best_acc, best_epoch, best_state = -1.0, 0, None
     history: list[tuple[float, float]] = []
     autocast = device.type == "cuda"
+    t_train = time.perf_counter()
     with progress_bar(cfg.epochs * steps_per_epoch, f"training {cfg.arch} on {data.name}", cfg.progress,
                       "step") as bar:
-        for epoch in range(1, cfg.epochs + 1):
+        epoch = 0
+        while epoch < planned[0]:
+            epoch += 1
             net.train()
             order = torch.randperm(len(tx), generator=gen, device=device)
             total_loss = 0.0
@@ -194,11 +209,19 @@ def train(cfg: TrainConfig, out: str | Path, data: Data | None = None) -> TrainR
                 acc = evaluate(net, vx, vy, data.mean, data.std)
             mean_loss = total_loss / math.ceil(steps_per_epoch / 20)
             history.append((mean_loss, acc))
-            bar.write(f"epoch {epoch}/{cfg.epochs}: loss {mean_loss:.4f}  val acc {acc:.4f}  "
+            bar.write(f"epoch {epoch}/{planned[0]}: loss {mean_loss:.4f}  val acc {acc:.4f}  "
                       f"({time.perf_counter() - t0:.0f}s)")
             if acc > best_acc:
                 best_acc, best_epoch = acc, epoch
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True).contiguous()
+                              for k, v in net.state_dict().items()}
+            if cfg.max_seconds and epoch == 1:
+                per_epoch = time.perf_counter() - t_train
+                fits = max(1, int(cfg.max_seconds // per_epoch))
+                if fits < planned[0]:
+                    bar.write(f"{per_epoch:.1f}s per epoch: {fits} epochs fit in "
+                              f"--max-seconds {cfg.max_seconds:g}")
+                    planned[0] = fits
     assert best_state is not None
     # the best epoch's accuracy in full float32, the way the exported model computes
     net.load_state_dict(best_state)
@@ -208,5 +231,5 @@ def train(cfg: TrainConfig, out: str | Path, data: Data | None = None) -> TrainR
                       std=data.std, dataset=data.name, val_accuracy=round(best_acc, 6))
     save_checkpoint(ckpt, out)
     return TrainResult(checkpoint=out, arch=cfg.arch, dataset=data.name, val_accuracy=best_acc,
-                       best_epoch=best_epoch, epochs=cfg.epochs, seconds=time.perf_counter() - t0,
+                       best_epoch=best_epoch, epochs=epoch, seconds=time.perf_counter() - t0,
                        device=str(device), n_train=len(tx), n_val=len(vx), history=tuple(history))

@@ -4,6 +4,12 @@ A source is opened once (``open`` raises SourceError with a one-line message whe
 ``read`` returns frames in order until it returns None (ENDED) or raises SourceError (FAILED). State changes
 go to listeners (the pipeline turns them into ``health.<source>`` messages). Sources that retry after a loss
 (issue 6: RTSP/HTTP reconnects) report RECONNECTING and come back to RUNNING inside ``read``.
+
+Adding a kind of source: subclass FrameSource (or video.VideoCaptureSource for anything OpenCV opens),
+implement ``_open``/``_read`` (and ``_close``), pass ``is_live`` (the buffer policy follows from it), and
+recognise its spec in ``factory.make_source``. ``_read`` blocks until a frame is there; a long wait inside it
+(a retry loop) should return None once ``self.state.is_final`` (``stop()`` was called). Raise SourceError
+only when giving up; the pipeline then ends that source alone (eos + health "down").
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from streamer.errors import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +113,6 @@ class FrameSource(ABC):
     # -- life cycle --------------------------------------------------------------------------------------
     def open(self) -> None:
         """Open the input; raises SourceError (state FAILED) when it cannot be opened."""
-        from streamer.errors import SourceError
-
         self._set_state(SourceState.CONNECTING)
         try:
             self._open()
@@ -117,8 +123,6 @@ class FrameSource(ABC):
 
     def read(self) -> Frame | None:
         """The next frame, or None at the end. Raises SourceError when the input fails for good."""
-        from streamer.errors import SourceError
-
         if self._state.is_final:
             return None
         try:
