@@ -103,7 +103,7 @@ class Pipeline:
         unique_names(self.sources)
         for source in self.sources:
             source.open()
-            log.info("source %s: %s %s (%s%s)", source.name, source.kind, source.spec,
+            log.info("source %s: %s (%s%s)", source.name, source.description,
                      f"{source.fps:.3g} fps" if source.fps else "fps unknown",
                      f", {source.total_frames} frames" if source.total_frames else "")
         cond = threading.Condition()
@@ -171,7 +171,7 @@ class Pipeline:
             sink.ready()
         for src in self.sources:
             src.add_listener(self._on_state)
-            self._health(src.name, "up", f"{src.kind} {src.spec}")
+            self._health(src.name, "up", src.description)
         self._results_thread = threading.Thread(target=self._results, args=(outbox,), name="results",
                                                 daemon=True)
         self.metrics.start = time.monotonic()

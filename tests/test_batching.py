@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS
+from streamer_helpers import COLORS
 
 from streamer.backends.ort import load
 from streamer.batching import Batcher, FrameTag, SourceEnd

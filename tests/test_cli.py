@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import REPO, color_sequence, make_color_model, read_jsonl, run_cli, write_video
+from streamer_helpers import REPO, color_sequence, make_color_model, read_jsonl, run_cli, write_video
 
 
 @pytest.fixture(scope="module")

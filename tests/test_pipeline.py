@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import COLOR_LABELS, COLORS, color_sequence, read_jsonl, write_video
+from streamer_helpers import COLOR_LABELS, COLORS, color_sequence, read_jsonl, write_video
 
 from streamer.config import Settings, load_settings
 from streamer.errors import ConfigError, ModelError, PublishError, SourceError

@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("fp32", "fp16"), default=None,
                    help="default: the ONNX's own; the other one uses the sibling ONNX")
     p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=32)
+    p.add_argument("--opt-batch", type=int, default=None, help="default: min(32, --max-batch)")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--cc", nargs="+", default=None, metavar="CC",
                    help="TensorRT-RTX compute-capability targets, e.g. 8.6 12.0 (default: 8.0 8.6 8.9 12.0)")
@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
     timing_cache = None if a.no_timing_cache else (a.timing_cache or DEFAULT)
+    opt = a.opt_batch if a.opt_batch is not None else max(a.min_batch, min(32, a.max_batch))
     try:
         result = build_engine(a.onnx, precision=a.precision,
-                              profile=BatchProfile(a.min_batch, a.opt_batch, a.max_batch), out=a.out,
+                              profile=BatchProfile(a.min_batch, opt, a.max_batch), out=a.out,
                               out_dir=a.out_dir, compute_capabilities=tuple(a.cc) if a.cc else None,
                               timing_cache=timing_cache, backend=a.backend, force=a.force)
     except StreamerError as exc:

@@ -57,14 +57,45 @@ rc=${PIPESTATUS[0]}
 
 echo "== bench =="
 # shellcheck disable=SC2086
-timeout "$BENCH_LIMIT" python3 tools/bench.py engine --json-out "$OUT/bench_engine.json" $BENCH_ARGS 2>&1 \
+WORK=${WORK:-/tmp/gpu_check_work}
+mkdir -p "$WORK"
+timeout "$BENCH_LIMIT" python3 tools/bench.py engine --json-out "$OUT/bench_engine.json" --work-dir "$WORK" \
+  $BENCH_ARGS 2>&1 \
   | grep -v "torchvision is not installed" | tee "$OUT/bench_engine.log"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "gpu_check: bench exited $rc"; status=1; }
 
+echo "== pipeline smoke: the CLI on the demo clip, torch (CUDA executor) vs onnxruntime =="
+MODEL=engines/shapes_cnn.onnx
+[ -f "$MODEL" ] || MODEL=$WORK/seed_cnn_random.onnx
+{
+  for backend in torch onnxruntime; do
+    timeout 120 python3 -m streamer.cli --source engines/demo/shapes_demo.mp4 --model "$MODEL" \
+      --backend "$backend" --bind none --output "$WORK/preds_$backend.jsonl" \
+      --summary-json "$WORK/summary_$backend.json" -q
+    echo "streamer --backend $backend: exit $?"
+  done
+  python3 - "$WORK" <<'PY'
+import json, sys
+from pathlib import Path
+work = Path(sys.argv[1])
+top1 = {}
+for b in ("torch", "onnxruntime"):
+    s = json.loads((work / f"summary_{b}.json").read_text())
+    print(f"{b:12} frames {s['frames']} fps {s['fps']} batches {s['batches']} failed {s['failed_batches']} "
+          f"latency p50 {s['latency_ms']['p50']} ms, model {s['model']}")
+    rows = [json.loads(line) for line in (work / f"preds_{b}.jsonl").read_text().splitlines()]
+    top1[b] = {(r["source"], r["frame"]): r["topk"][0]["index"] for r in rows if r.get("type") == "pred"}
+same = sum(top1["torch"].get(k) == v for k, v in top1["onnxruntime"].items())
+print(f"top-1 agreement torch vs onnxruntime: {same}/{len(top1['onnxruntime'])} frames")
+PY
+} 2>&1 | tee "$OUT/pipeline_smoke.log"
+
 echo "== summary =="
 grep -E "(test_cuda|test_torch_cuda|test_tensorrt)\.py::.*(PASSED|FAILED|ERROR|SKIPPED)|^(FAILED|ERROR) " \
   "$OUT/gpu_tests.log" | cut -c1-220
+grep -oE "(top-1 agreement|host RSS) .*" "$OUT/gpu_tests.log"
 grep -E "^=+ .*(passed|failed|error).* =+$" "$OUT/gpu_tests.log" | tail -n 1
+grep -E "^(torch|onnxruntime) |top-1 agreement torch" "$OUT/pipeline_smoke.log"
 echo "gpu_check: status $status (logs in $OUT)"
 exit $status

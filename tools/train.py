@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Train a classifier on ``shapes`` (procedural, no download) or ``cifar10``; saves a .pth checkpoint.
 
-    python tools/train.py --arch seed_cnn --dataset shapes --out engines/shapes_cnn.pth    # default model
-    python tools/train.py --arch small_cnn --epochs 2 --n-train 4000 --out runs/quick.pth  # a quick run
+    python tools/train.py --device cuda --export        # the default model: engines/shapes_cnn.{pth,onnx,...}
+    python tools/train.py --arch small_cnn --epochs 2 --n-train 4000 --out runs/quick.pth   # a quick run
+
+The defaults are the shipped model's settings (seed_cnn_bn on 150k shapes, 19 epochs; ~2.5 min on an H100).
+``--export`` runs tools/export_onnx.py's export on the result (ONNX fp32 + fp16, manifest, .pt2).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="training time budget: after epoch 1, run only the epochs that fit")
     p.add_argument("--out", type=Path, default=Path("engines/shapes_cnn.pth"))
+    p.add_argument("--export", action="store_true", help="then export ONNX + manifest beside the .pth")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -60,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": result.n_train, "n_val": result.n_val,
     }
     print(json.dumps(summary))
+    if a.export:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from export_onnx import main as export_main
+
+        return export_main([str(result.checkpoint)])
     return 0
 
 

@@ -101,8 +101,8 @@ class NetworkFromOnnx:
         if not parser.parse_from_file(str(path)):
             raise self._parse_error(parser, logger)
         if network.num_inputs != 1:
-            raise ModelError(f"{path}: has {network.num_inputs} inputs; a streamer model has one ('images')",
-                             "re-export it with tools/export_onnx.py")
+            raise ModelError(f"{path}: not a valid ONNX model for streamer ({network.num_inputs} inputs; "
+                             "one uint8 'images' input expected)", "re-export it with tools/export_onnx.py")
         return ParsedNetwork(backend, builder, network, parser, logger, path)
 
     def _parse_error(self, parser: Any, logger: Any) -> ModelError:

@@ -60,7 +60,7 @@ def _export_onnx(model: PipelineModel, h: int, w: int, path: Path, manifest: Mod
     batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
     tmp = _atomic_target(path)
     sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with sink, warnings.catch_warnings():
+    with sink, warnings.catch_warnings(), _quiet_torch_logs(not verbose):
         if not verbose:
             warnings.simplefilter("ignore")
         try:
@@ -88,12 +88,28 @@ def _export_onnx(model: PipelineModel, h: int, w: int, path: Path, manifest: Mod
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _quiet_torch_logs(quiet: bool):  # -> Iterator[None]
+    """Hide the exporters' chatter (e.g. 'torchvision is not installed') unless --verbose."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    if quiet:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _export_pt2(model: PipelineModel, h: int, w: int, path: Path) -> Path | None:
     """torch.export program of the fp32 pipeline model; None (logged) when export or save fails."""
     try:
         example = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8)
         batch = torch.export.Dim(BATCH_DIM, min=1, max=4096)
-        program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: batch}})
+        with _quiet_torch_logs(True):
+            program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: batch}})
         tmp = _atomic_target(path)
         torch.export.save(program, str(tmp))
         os.replace(tmp, path)

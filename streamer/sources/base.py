@@ -91,6 +91,11 @@ class FrameSource(ABC):
         return self._state
 
     @property
+    def description(self) -> str:
+        """``file clip.mp4``, ``camera webcam0``, ``stream rtsp://***@cam/live``, ``demo`` (safe to log)."""
+        return self.spec if self.spec == self.kind else f"{self.kind} {self.spec}"
+
+    @property
     def policy(self) -> Policy:
         return Policy.LATEST if self.is_live else Policy.BLOCK
 

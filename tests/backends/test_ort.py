@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS, make_color_model
 from onnx import TensorProto
+from streamer_helpers import COLORS, make_color_model
 
 from streamer.backends import ort as ort_backend
 from streamer.backends.select import open_backend

@@ -142,6 +142,18 @@ def test_rebuild_off_refuses_with_the_command(model: Path) -> None:
         _resolve(model, rebuild=False)
 
 
+def test_plans_of_another_precision_or_backend_are_not_candidates(model: Path) -> None:
+    import json
+
+    plan, _, _ = _prepare(model)
+    side = plan.with_name(plan.name + ".json")
+    identity = json.loads(side.read_text())
+    identity["precision"] = "fp16"  # now an fp16 plan of this model: it does not make the fp32 one stale
+    side.write_text(json.dumps(identity))
+    decision = _resolve(model)
+    assert (decision.action, decision.reasons) == ("build", ())
+
+
 def test_a_plan_without_its_identity_is_refused(model: Path) -> None:
     plan, _, _ = _prepare(model)
     plan.with_name(plan.name + ".json").unlink()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS
+from streamer_helpers import COLORS
 
 from streamer.backends.base import Backend
 from streamer.backends.ort import load

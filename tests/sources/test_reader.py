@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import write_video
+from streamer_helpers import write_video
 
 from streamer.errors import SourceError
 from streamer.sources import FrameBuffer, Policy, SourceReader, SourceState, open_source

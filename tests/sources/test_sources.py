@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import COLORS, color_sequence, write_video
+from streamer_helpers import COLORS, color_sequence, write_video
 
 from streamer.errors import SourceError
 from streamer.sources import SourceState, make_source, open_source, redact_url, unique_names
