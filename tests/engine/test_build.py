@@ -1,4 +1,4 @@
-"""Real TensorRT-RTX plan builds on the CPU: plan + identity, precision from the ONNX, reuse, and each error."""
+"""Real TensorRT-RTX builds on the CPU: plan + identity, precision from the ONNX, reuse, and each error."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def test_fp32_plan_and_identity(small_model, tmp_path):
     assert ident.compute_capabilities == ("8.0", "8.6", "8.9", "12.0")
     assert ident.input_name == "images" and ident.input_shape == (32, 32, 3)
     assert ident.pth_bytes == (small_model / "small.pth").stat().st_size and ident.build_seconds > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([plan.name, plan.name + ".json"])  # no temp left
+    # nothing else left behind (no temporary files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([plan.name, plan.name + ".json"])
 
 
 def test_fp16_builds_from_the_fp16_onnx_and_is_reused(small_model, tmp_path):
@@ -53,7 +54,8 @@ def test_fp16_builds_from_the_fp16_onnx_and_is_reused(small_model, tmp_path):
 
 def test_steps_compose(small_model, tmp_path):
     network = NetworkFromOnnx(small_model / "small.fp16.onnx", "tensorrt-rtx")
-    path, built = SavePlan(BuildPlan(network, CreateConfig(BatchProfile(2, 4, 8), ("12.0",))), tmp_path / "x.plan")()
+    config = CreateConfig(BatchProfile(2, 4, 8), ("12.0",))
+    path, built = SavePlan(BuildPlan(network, config), tmp_path / "x.plan")()
     assert path.read_bytes() == built.data and len(built.data) > 10_000
 
 
@@ -67,7 +69,7 @@ def test_fp16_without_an_fp16_onnx(small_model, tmp_path):
 def test_bad_onnx_files(tmp_path):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x08\x07 definitely not protobuf" * 20)
-    with pytest.raises(ModelError, match="garbage.onnx") as info:
+    with pytest.raises(ModelError, match=r"garbage\.onnx") as info:
         build_engine(garbage, out_dir=tmp_path)
     assert "re-export" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ModelError, match="not a valid ONNX model"):
@@ -104,7 +106,7 @@ def test_missing_backend(small_model, monkeypatch):
 def test_bad_targets_and_profile(small_model, tmp_path):
     from streamer.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="cannot target compute capability 9.0"):
+    with pytest.raises(ConfigError, match=r"cannot target compute capability 9\.0"):
         build_engine(small_model / "small.onnx", out_dir=tmp_path, compute_capabilities=("9.0",))
     with pytest.raises(ModelError, match="batch profile"):
         build_engine(small_model / "small.onnx", out_dir=tmp_path, profile=BatchProfile(8, 4, 2))

@@ -44,7 +44,8 @@ def test_contract_and_manifest():
         assert ops[0] == "Cast" and ops.index("Transpose") > 0  # cast before any layout op (TensorRT-RTX)
         manifest = ModelManifest.from_onnx(path)
         assert manifest.precision == precision and manifest.labels == shapes.LABELS
-        assert manifest.arch == "seed_cnn_bn" and manifest.dataset == "shapes" and manifest.input_hw == (32, 32)
+        assert manifest.arch == "seed_cnn_bn" and manifest.dataset == "shapes"
+        assert manifest.input_hw == (32, 32)
     side = ModelManifest.from_json((ENGINES / "shapes_cnn.json").read_text())
     assert side.checkpoint_sha256 == sha256_file(ENGINES / "shapes_cnn.pth")
     assert side.val_accuracy is not None and side.val_accuracy >= 0.95

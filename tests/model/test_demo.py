@@ -1,4 +1,4 @@
-"""The demo clip: deterministic, readable by OpenCV, and classified by the default model as the pipeline would."""
+"""The demo clip: deterministic, readable by OpenCV, classified by the default model as the pipeline would."""
 
 from __future__ import annotations
 

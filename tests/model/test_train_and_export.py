@@ -29,17 +29,18 @@ import train as train_tool  # noqa: E402
 def test_tiny_training_run_through_the_tool(tmp_path):
     out = tmp_path / "tiny.pth"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "train.py"), "--arch", "small_cnn", "--epochs", "2", "--n-train",
-         "768", "--n-val", "128", "--batch-size", "64", "--workers", "1", "--out", str(out), "--no-progress",
-         "--export"],
+        [sys.executable, str(ROOT / "tools" / "train.py"), "--arch", "small_cnn", "--epochs", "2",
+         "--n-train", "768", "--n-val", "128", "--batch-size", "64", "--workers", "1", "--out", str(out),
+         "--no-progress", "--export"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('{"checkpoint"')))
+    lines = proc.stdout.splitlines()
+    summary = json.loads(next(line for line in lines if line.startswith('{"checkpoint"')))
     assert summary["epochs"] == 2 and summary["n_train"] == 768 and 0 <= summary["val_accuracy"] <= 1
     assert "epoch 2/2" in proc.stdout
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])  # then the export's own summary
-    assert summary["onnx"] == str(tmp_path / "tiny.onnx") and summary["fp32_max_abs_err"] < 1e-4
+    exported = json.loads(lines[-1])  # then the export's own summary
+    assert exported["onnx"] == str(tmp_path / "tiny.onnx") and exported["fp32_max_abs_err"] < 1e-4
     assert "check fp32: ONNX Runtime vs PyTorch max abs error" in proc.stdout
     for name in ("tiny.onnx", "tiny.fp16.onnx", "tiny.json"):
         assert (tmp_path / name).is_file()
@@ -106,14 +107,16 @@ def test_export_writes_the_contract(small_ckpt, tmp_path):
     pth, net = small_ckpt
     r = export_model(pth, tmp_path, "fresh", pt2=False)
     assert r.fp32_max_abs_err < 1e-4 and r.fp16_top1_agreement >= 0.95
-    assert {p.name for p in tmp_path.iterdir()} == {"fresh.onnx", "fresh.fp16.onnx", "fresh.json", "fresh.pth"}
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"fresh.onnx", "fresh.fp16.onnx", "fresh.json", "fresh.pth"}
     manifest = ModelManifest.from_onnx(r.onnx)
     assert manifest.extra["checkpoint"] == "fresh.pth" and "pt2" not in manifest.extra
     # BGR in, dynamic batch: the graph flips to RGB and normalises exactly like training did
     session = ort.InferenceSession(str(r.onnx), providers=["CPUExecutionProvider"])
     rgb = shapes.make_shapes(5, seed=9)[0]
     with torch.no_grad():
-        expected = torch.softmax(net(normalise_rgb(torch.from_numpy(rgb), shapes.MEAN, shapes.STD)), 1).numpy()
+        logits = net(normalise_rgb(torch.from_numpy(rgb), shapes.MEAN, shapes.STD))
+        expected = torch.softmax(logits, 1).numpy()
     for n in (1, 5):
         got = session.run(["scores"], {"images": np.ascontiguousarray(rgb[:n, ..., ::-1])})[0]
         np.testing.assert_allclose(got, expected[:n], atol=1e-5)
@@ -130,7 +133,7 @@ def test_checkpoint_and_export_errors(small_ckpt, tmp_path):
         export_model(tmp_path / "missing.pth", tmp_path)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a zip or pickle")
-    with pytest.raises(ModelError, match="junk.pth: not a readable PyTorch checkpoint"):
+    with pytest.raises(ModelError, match=r"junk\.pth: not a readable PyTorch checkpoint"):
         export_model(junk, tmp_path)
     bare = tmp_path / "bare.pth"
     torch.save(net.state_dict(), bare)
