@@ -12,7 +12,7 @@ from pathlib import Path
 from streamer.engine.backend import TrtBackend, import_backend
 from streamer.engine.identity import BatchProfile, PlanIdentity, identity_path_for, normalise_cc
 from streamer.engine.steps import BuildPlan, CreateConfig, NetworkFromOnnx, SavePlan
-from streamer.errors import ModelError
+from streamer.errors import BackendUnavailableError, ModelError
 from streamer.model.manifest import ModelManifest, manifest_path_for, sha256_file
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,10 @@ def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile
     """
     profile = profile or BatchProfile()
     source, prec, manifest = resolve_onnx(onnx_path, precision)
-    trt_backend = backend if isinstance(backend, TrtBackend) else import_backend(backend)
+    try:
+        trt_backend = backend if isinstance(backend, TrtBackend) else import_backend(backend)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(f"{source}: {exc.message}", exc.hint) from exc
     ccs = tuple(normalise_cc(c) for c in compute_capabilities) if compute_capabilities else None
     folder = Path(out_dir) if out_dir else source.parent / "plans"
     if timing_cache == DEFAULT:

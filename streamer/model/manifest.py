@@ -51,7 +51,8 @@ class ModelManifest:
         object.__setattr__(self, "mean", tuple(float(x) for x in self.mean))
         object.__setattr__(self, "std", tuple(float(x) for x in self.std))
         if not self.labels:
-            raise ModelError(f"model {self.name!r} has no class labels", "re-export it with tools/export_onnx.py")
+            raise ModelError(f"model {self.name!r} has no class labels",
+                             "re-export it with tools/export_onnx.py")
         if len(self.input_hw) != 2 or min(self.input_hw) <= 0:
             raise ModelError(f"model {self.name!r} has a bad input size {self.input_hw}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -59,7 +60,8 @@ class ModelManifest:
         if self.precision not in ("fp32", "fp16"):
             raise ModelError(f"model {self.name!r} has unknown precision {self.precision!r}")
         if self.channel_order != CHANNEL_ORDER:
-            raise ModelError(f"model {self.name!r} expects {self.channel_order} input; the pipeline feeds BGR")
+            raise ModelError(f"model {self.name!r} expects {self.channel_order} input, not BGR",
+                             "re-export it with tools/export_onnx.py (BGR input)")
 
     @property
     def num_classes(self) -> int:
@@ -117,7 +119,7 @@ class ModelManifest:
 
 
 def manifest_path_for(onnx_path: str | Path) -> Path:
-    """``engines/shapes_cnn.onnx`` → ``engines/shapes_cnn.json``; the fp16 variant shares the fp32 one's stem."""
+    """``engines/shapes_cnn.onnx`` → ``engines/shapes_cnn.json`` (the fp16 variant shares the fp32 stem)."""
     p = Path(onnx_path)
     stem = p.name.removesuffix(".onnx").removesuffix(".fp16")
     return p.with_name(stem + ".json")

@@ -56,7 +56,7 @@ class SeedCNN(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A small, fast net (5 convs with BatchNorm, ~85k parameters) for quick runs, tests and CI."""
+    """A small, fast net (5 convs with BatchNorm, ~100k parameters) for quick runs, tests and CI."""
 
     def __init__(self, num_classes: int = 10, dropout: float = 0.1) -> None:
         super().__init__()

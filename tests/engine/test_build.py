@@ -97,8 +97,9 @@ def test_unsupported_op_is_named(tmp_path):
 def test_missing_backend(small_model, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
-    with pytest.raises(BackendUnavailableError, match="pip install tensorrt-rtx-cu13"):
+    with pytest.raises(BackendUnavailableError, match="pip install tensorrt-rtx-cu13") as info:
         build_engine(small_model / "small.onnx")
+    assert str(info.value).startswith(str(small_model / "small.onnx")) and "\n" not in str(info.value)
     with pytest.raises(BackendUnavailableError, match="tensorrt not importable"):
         build_engine(small_model / "small.onnx", backend="tensorrt")
 

@@ -7,6 +7,7 @@ GPU tests carry the ``gpu`` marker and skip without CUDA/pycuda/torch-with-CUDA.
 from __future__ import annotations
 
 import gc
+import itertools
 import sys
 import threading
 from collections.abc import Iterator
@@ -166,10 +167,15 @@ def _run(ex: object, batches: list[np.ndarray]) -> list[np.ndarray]:
 def test_outputs_match_onnxruntime_for_full_and_partial_batches(seed_onnx: Path, ort_backend: Backend,
                                                                 graphs: bool) -> None:
     from streamer.executors.cuda import CudaExecutor
+    from streamer.model.export import check_images
 
     backend = torch_cuda.load(seed_onnx, max_batch=32, cuda_graphs=graphs)
-    counts = [32, 1, 7, 32, 17, 2, 31, 32, 16, 5, 32, 9]
-    batches = [_images(n, seed=100 + i) for i, n in enumerate(counts)]
+    counts = [32, 1, 7, 32, 17, 2, 31, 32, 16, 5, 32, 9] * 2 + [32, 32]
+    # the export tool's own check set: real dataset samples (for the shapes model) and noise; pure noise
+    # puts a trained model's top-2 within fp16 rounding of each other on ~1 image in 200
+    images = check_images(backend.manifest, sum(counts))
+    starts = np.cumsum([0, *counts])
+    batches = [images[a:b] for a, b in itertools.pairwise(starts)]
     with CudaExecutor(backend, 32, num_slots=2) as ex:
         got = _run(ex, batches)
     want = [_ort_scores(ort_backend, b) for b in batches]

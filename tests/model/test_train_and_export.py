@@ -65,7 +65,8 @@ def write_cifar(root: Path) -> None:
 def test_cifar_training_run(tmp_path, capsys):
     write_cifar(tmp_path / "data")
     out = tmp_path / "cifar.pth"
-    assert train_tool.main(["--arch", "small_cnn", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+    data_dir = str(tmp_path / "data")
+    assert train_tool.main(["--arch", "small_cnn", "--dataset", "cifar10", "--data-dir", data_dir,
                             "--epochs", "1", "--batch-size", "32", "--out", str(out), "--no-progress",
                             "--no-download"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n_train"] == 80
