@@ -2,8 +2,9 @@
 
 A source is opened once (``open`` raises SourceError with a one-line message when it cannot be), then
 ``read`` returns frames in order until it returns None (ENDED) or raises SourceError (FAILED). State changes
-go to listeners (the pipeline turns them into ``health.<source>`` messages). Sources that retry after a loss
-(issue 6: RTSP/HTTP reconnects) report RECONNECTING and come back to RUNNING inside ``read``.
+go to listeners (the pipeline turns them into ``health.<source>`` messages). Live sources that retry after a
+loss (network streams, cameras: ``live.LiveCaptureSource``) go DOWN, then RECONNECTING for each attempt, and
+back to RUNNING inside ``read``; they FAIL only when they give up.
 
 Adding a kind of source: subclass FrameSource (or video.VideoCaptureSource for anything OpenCV opens),
 implement ``_open``/``_read`` (and ``_close``), pass ``is_live`` (the buffer policy follows from it), and
@@ -32,7 +33,8 @@ class SourceState(str, enum.Enum):
     CREATED = "created"
     CONNECTING = "connecting"
     RUNNING = "running"
-    RECONNECTING = "reconnecting"
+    DOWN = "down"  # lost (no frame within the stall timeout, or the connection ended); will retry
+    RECONNECTING = "reconnecting"  # a reconnect attempt is under way
     ENDED = "ended"  # clean end (end of file, or stopped on request)
     FAILED = "failed"  # gave up after an error
 
@@ -42,10 +44,19 @@ class SourceState(str, enum.Enum):
 
 
 class Policy(str, enum.Enum):
-    """What a source's buffer does when the pipeline is behind."""
+    """What a source's buffer does when the pipeline is behind (``--policy``, ``SRC#policy=NAME``)."""
 
-    BLOCK = "block"  # the reader waits: nothing is lost (files)
-    LATEST = "latest"  # the oldest buffered frame is dropped and counted (live sources)
+    BLOCK = "block"  # the reader waits: nothing is lost (the default for files)
+    LATEST = "latest"  # only the newest frame is kept; older ones are dropped and counted (default for live)
+    DROP_OLDEST = "drop-oldest"  # a bounded queue (``live_queue`` frames); when full the oldest is dropped
+
+    @classmethod
+    def parse(cls, text: str, what: str = "--policy") -> Policy:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise SourceError(f"{what}: unknown backpressure policy {text!r}",
+                              f"choose one of {', '.join(p.value for p in cls)}") from None
 
 
 StateListener = Callable[["FrameSource", SourceState, str], None]
@@ -81,6 +92,7 @@ class FrameSource(ABC):
         self.total_frames: int | None = None  # known length (files), for progress bars
         self.frames_read = 0
         self.detail = ""  # why it ended/failed
+        self.policy_override: Policy | None = None  # set from ``SRC#policy=NAME`` or ``--policy``
         self._state = SourceState.CREATED
         self._listeners: list[StateListener] = []
         self._lock = threading.Lock()
@@ -97,7 +109,14 @@ class FrameSource(ABC):
 
     @property
     def policy(self) -> Policy:
+        if self.policy_override is not None:
+            return self.policy_override
         return Policy.LATEST if self.is_live else Policy.BLOCK
+
+    @property
+    def reconnects(self) -> int:
+        """Times the source came back after a loss (live sources that retry)."""
+        return 0
 
     def add_listener(self, listener: StateListener) -> None:
         self._listeners.append(listener)
