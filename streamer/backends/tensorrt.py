@@ -357,22 +357,6 @@ def build_command(model: Path, backend_name: str, precision: str, max_batch: int
             f"--max-batch {max_batch}")
 
 
-def _logger(trt: Any) -> Any:
-    """A TensorRT logger that keeps error messages (for our one-line errors) and sends the rest to logging."""
-
-    class Recorder(trt.ILogger):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
-                self.errors.append(msg.strip())
-            log.debug("TensorRT %s: %s", severity, msg)
-
-    return Recorder()
-
-
 def _manifest_for(plan: Path, onnx: Path | None, identity: Any) -> ModelManifest:
     from streamer.model.manifest import manifest_path_for
 
@@ -420,7 +404,9 @@ def load(model_path: str | Path, max_batch: int, backend_name: str = "tensorrt",
                                             max_batch=max_batch, precision=precision, plans_dir=plans_dir,
                                             rebuild=rebuild)
     manifest = _manifest_for(plan, decision.onnx, identity)
-    logger = _logger(trt)
+    from streamer.engine.steps import make_logger
+
+    logger = make_logger(trt)
     runtime = trt.Runtime(logger)
     blob = plan.read_bytes()
     command = build_command(decision.onnx or plan, backend_name, identity.precision, max_batch)

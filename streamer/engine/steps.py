@@ -32,7 +32,7 @@ from streamer.errors import BackendUnavailableError, ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 
-def _make_logger(trt: Any) -> Any:
+def make_logger(trt: Any) -> Any:
     """A TensorRT logger that keeps errors (for our messages) and forwards the rest to ``logging``."""
 
     class Recorder(trt.ILogger):  # type: ignore[misc, name-defined]
@@ -85,7 +85,7 @@ class NetworkFromOnnx:
             raise ModelError(f"ONNX model not found: {path}", "export one with tools/export_onnx.py")
         backend = self.backend if isinstance(self.backend, TrtBackend) else import_backend(self.backend)
         trt = backend.module
-        logger = _make_logger(trt)
+        logger = make_logger(trt)
         try:
             builder = trt.Builder(logger)
         except Exception as exc:  # TensorRT without a GPU/driver fails here

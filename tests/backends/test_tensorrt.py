@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_color_model
+from streamer_helpers import make_color_model
 
 from streamer.backends import tensorrt as trt_adapter
 from streamer.errors import BackendUnavailableError, EngineMismatchError, ModelError
