@@ -69,6 +69,7 @@ class Batcher:
         self.outbox: queue.Queue[BatchEvent] = outbox if outbox is not None else queue.Queue()
         self.batches = 0
         self.frames = 0
+        self.resize_s = 0.0  # time spent resizing frames into slots
         self.error: BaseException | None = None
         self._rr = 0
         self._reported: set[int] = set()
@@ -147,7 +148,9 @@ class Batcher:
                     continue
             buffer, frame, dropped = got
             contributed.add(id(buffer))
+            t0 = time.perf_counter()
             resize_into(frame.image, rows[n])
+            self.resize_s += time.perf_counter() - t0
             slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, dropped))
             n += 1
             if n == 1:
@@ -167,8 +170,10 @@ class Batcher:
 
     def _live_round_done(self, contributed: set[int]) -> bool:
         """Every open source is live and already has its newest frame in this batch: the next frame of any
-        of them is a frame period away, so waiting out the deadline would only add latency."""
-        return all(b.policy is Policy.LATEST and id(b) in contributed for b in self.buffers if not b.finished)
+        of them is a frame period away, so waiting out the deadline would only add latency. A source that is
+        down (reconnecting) has no frame coming: it is not waited for."""
+        return all(b.policy is not Policy.BLOCK and id(b) in contributed
+                   for b in self.buffers if not b.finished and not b.down)
 
     def _all_finished(self) -> bool:
         return all(b.finished for b in self.buffers)

@@ -8,6 +8,7 @@ that does not open, model that does not fit, endpoint in use); 128+N a second si
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from streamer import __version__
-from streamer.config import BACKEND_CHOICES, ENCODINGS, LOG_LEVELS, Settings, load_settings
+from streamer.config import BACKEND_CHOICES, ENCODINGS, LOG_LEVELS, POLICY_CHOICES, Settings, load_settings
 from streamer.errors import ConfigError, StreamerError
 
 log = logging.getLogger("streamer")
@@ -25,6 +26,9 @@ log = logging.getLogger("streamer")
 EPILOG = """\
 sources: webcam<N> (camera N), a video file, a directory or glob of images ('frames/*.png'),
 an rtsp:// or http(s):// URL, or demo (the bundled shapes clip with ground truth).
+Append #policy=latest|block|drop-oldest to one source to choose its backpressure policy
+(e.g. --source 'rtsp://cam1/live#policy=drop-oldest'); --policy sets it for all of them.
+Cameras and streams that drop out are reconnected with backoff ([live] in the config).
 Defaults are in config/default.toml; --config FILE layers a TOML file over them; flags win.
 Subscribe with: streamer-sub tcp://127.0.0.1:5555
 """
@@ -53,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE.jsonl", help="write every prediction as one JSON line")
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction,
                    help="play files at native FPS, keeping only the newest frame (like a camera)")
+    p.add_argument("--policy", choices=POLICY_CHOICES,
+                   help="when the pipeline is behind: latest = keep only the newest frame, drop-oldest = a "
+                        "bounded queue, block = wait, lose nothing (default auto: latest for live sources, "
+                        "block for files)")
+    p.add_argument("--live-timeout", dest="live_timeout_s", type=float, metavar="S",
+                   help="a camera or stream with no frame for S seconds is down and is reconnected")
+    p.add_argument("--reconnect-attempts", type=int, metavar="N",
+                   help="give a lost camera or stream up after N failed reconnects (0 = never)")
     g = p.add_argument_group("tuning")
     g.add_argument("--slots", type=int, metavar="N", help="batches in flight (2 = double-buffering)")
     g.add_argument("--batch-timeout-ms", type=float, metavar="MS",
@@ -125,10 +137,11 @@ def release_logs(held: logging.handlers.MemoryHandler, keep: bool) -> None:
 
 def quiet_native_logs(level: str) -> None:
     """OpenCV and FFmpeg print their own warnings (a missing camera, a refused URL) unless told not to;
-    the source reports those as one-line errors instead. Must run before cv2 is imported."""
+    the source reports those as one-line errors instead. FFmpeg stays quiet at every level: its verbose
+    output prints stream URLs with their credentials. Must run before cv2 is imported."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     if level != "debug":
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 
 def make_progress(mode: str) -> Any:
@@ -152,22 +165,30 @@ def run(argv: Sequence[str] | None) -> int:
     quiet_native_logs(settings.log_level)
     held = setup_logging(settings.log_level)
 
-    from streamer.pipeline import Pipeline
+    from streamer.pipeline import Pipeline, StopRequested
 
     pipeline = Pipeline(settings)
+    signals: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if pipeline.stop_requested:
+        # Counted first: a second signal can arrive while this handler still runs (Python runs handlers
+        # between bytecodes, also inside a handler), and must then exit, not ask for a drain again.
+        signals.append(signum)
+        if len(signals) > 1:
             os.write(2, f"streamer: {signal.Signals(signum).name} again: exiting without draining\n".encode())
             os._exit(128 + signum)
+        pipeline.request_stop()
         os.write(2, f"streamer: {signal.Signals(signum).name}: finishing the frames in flight "
                     "(again to exit at once)\n".encode())
-        pipeline.request_stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             pipeline.open()
+        except StopRequested:
+            release_logs(held, keep=settings.log_level == "debug")
+            print("streamer: stopped before the first frame", file=sys.stderr)
+            return 0
         except StreamerError:
             release_logs(held, keep=settings.log_level == "debug")
             raise
@@ -194,14 +215,30 @@ def run(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return run(argv)
+        code = run(argv)
     except StreamerError as exc:
         logging.shutdown()
         print(f"streamer: error: {exc}".replace("\n", " "), file=sys.stderr, flush=True)
-        return exc.exit_code
+        code = exc.exit_code
     except BrokenPipeError:  # stdout closed early (`streamer ... | head -1`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        code = 0
+    return exit_past_stuck_captures(code)
+
+
+def exit_past_stuck_captures(code: int, wait_s: float = 0.5) -> int:
+    """A camera or stream read can be stuck inside FFmpeg or a driver (its thread was abandoned). Running the
+    interpreter's normal exit under it can abort in C++ destructors, so then end the process at once, with
+    ``code``, once everything is flushed. Otherwise return ``code``."""
+    live = sys.modules.get("streamer.sources.live")
+    if live is None or not live.busy_captures(wait_s):
+        return code
+    log.debug("a capture thread is still inside a native read: exiting without waiting for it")
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "torch", "onnxruntime")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROGRESS_CHOICES = ("auto", "on", "off")
 ENCODINGS = ("json", "msgpack")
+POLICY_CHOICES = ("auto", "latest", "block", "drop-oldest")  # auto: latest for live sources, block for files
 NO_BIND = ("", "none", "off")
 
 # (section, key) in TOML → Settings field
@@ -33,6 +34,11 @@ KEYS: dict[tuple[str, str], str] = {
     ("input", "file_queue"): "file_queue",
     ("input", "live_queue"): "live_queue",
     ("input", "max_frames"): "max_frames",
+    ("input", "policy"): "policy",
+    ("live", "timeout_s"): "live_timeout_s",
+    ("live", "reconnect_attempts"): "reconnect_attempts",
+    ("live", "backoff_s"): "reconnect_backoff_s",
+    ("live", "backoff_max_s"): "reconnect_backoff_max_s",
     ("model", "path"): "model",
     ("model", "backend"): "backend",
     ("model", "threads"): "threads",
@@ -61,6 +67,11 @@ class Settings:
     file_queue: int
     live_queue: int
     max_frames: int
+    policy: str
+    live_timeout_s: float
+    reconnect_attempts: int
+    reconnect_backoff_s: float
+    reconnect_backoff_max_s: float
     model: str
     backend: str
     threads: int
@@ -85,6 +96,11 @@ class Settings:
         _choice("log_level", self.log_level, LOG_LEVELS)
         _choice("progress", self.progress, PROGRESS_CHOICES)
         _choice("encoding", self.encoding, ENCODINGS)
+        _choice("policy", self.policy, POLICY_CHOICES)
+        _range("live_timeout_s", self.live_timeout_s, 0.1, 3600.0)
+        _range("reconnect_attempts", self.reconnect_attempts, 0, None)
+        _range("reconnect_backoff_s", self.reconnect_backoff_s, 0.01, 3600.0)
+        _range("reconnect_backoff_max_s", self.reconnect_backoff_max_s, 0.01, 3600.0)
         _range("batch", self.batch, 1, 4096)
         _range("slots", self.slots, 1, 64)
         _range("topk", self.topk, 1, 1000)
@@ -111,8 +127,13 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+_FLAG_FOR_FIELD = {"sources": "--source", "jsonl": "--output", "stats_interval_s": "--stats-interval",
+                   "live_timeout_s": "--live-timeout"}
+
+
 def _name(field: str) -> str:
-    return f"--{field.replace('_', '-')} / {FIELD_KEYS.get(field, field)}"
+    flag = _FLAG_FOR_FIELD.get(field, f"--{field.replace('_', '-')}")
+    return f"{flag} / {FIELD_KEYS.get(field, field)}"
 
 
 def _choice(field: str, value: str, choices: tuple[str, ...]) -> None:

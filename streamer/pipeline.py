@@ -21,22 +21,41 @@ import numpy as np
 from streamer.backends.base import Backend
 from streamer.batching import Batcher, BatchEvent, SourceEnd
 from streamer.config import Settings
-from streamer.errors import ConfigError, ModelError, StreamerError
+from streamer.errors import ConfigError, ModelError, SourceError, StreamerError
 from streamer.executors.base import Executor, Slot
+from streamer.executors.cpu import CpuSlot
 from streamer.metrics import AccuracyCheck, Metrics, SourceSummary, Summary
+from streamer.preprocess import NativeThreads
 from streamer.protocol import Prediction, TopK
 from streamer.sinks import JsonlSink, PublisherSink, Sink
-from streamer.sources import FrameBuffer, FrameSource, SourceReader, SourceState, make_source, unique_names
+from streamer.sources import (
+    FrameBuffer,
+    FrameSource,
+    Policy,
+    SourceReader,
+    SourceState,
+    make_source,
+    unique_names,
+)
+from streamer.sources.live import LiveOptions
 
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 5.0
+READERS_JOIN_S = 1.0  # in all: a reader stuck in a native read is left behind (its thread is a daemon)
 COLLECT_POLL_S = 0.25
 # source state → health message state (protocol.HEALTH_STATES); ENDED is announced by eos instead
-HEALTH = {SourceState.RUNNING: "up", SourceState.FAILED: "down", SourceState.RECONNECTING: "reconnecting"}
+HEALTH = {SourceState.RUNNING: "up", SourceState.FAILED: "down", SourceState.DOWN: "down",
+          SourceState.RECONNECTING: "reconnecting"}
 
 # total frames (None: unknown) -> None or an object with update(n) and close() (a tqdm bar)
 ProgressFactory = Callable[[int | None], Any]
+
+
+class StopRequested(StreamerError):
+    """A stop (SIGINT/SIGTERM) arrived before the pipeline started streaming: nothing to drain."""
+
+    exit_code = 0
 
 
 def eos_reason(end: SourceEnd) -> str:
@@ -46,6 +65,40 @@ def eos_reason(end: SourceEnd) -> str:
     if end.reason in ("stopped", "max frames reached"):
         return "stopped"
     return "end"
+
+
+def make_executor(backend: Backend, batch: int, slots: int) -> Executor:
+    """The executor that drives ``backend``: CUDA backends get the CUDA executor, CPU ones the CPU executor
+    with as many workers as the backend runs batches at once (``workers``), and a slot more than that, so
+    the batcher fills one while every worker is busy."""
+    if backend.device == "cuda":
+        from streamer.executors.cuda import CudaExecutor
+
+        return CudaExecutor(backend, batch, slots)
+    from streamer.executors.cpu import CpuExecutor
+
+    workers = max(1, int(getattr(backend, "workers", 1)))
+    if slots < workers + 1:
+        log.info("slots %d → %d: %d batches run at once on the CPU, and one more is being filled", slots,
+                 workers + 1, workers)
+        slots = workers + 1
+    return CpuExecutor(backend, batch, slots, workers=workers)
+
+
+class StageTimes:
+    """Where a frame's time goes inside the pipeline (sums in seconds; written by one thread each)."""
+
+    def __init__(self) -> None:
+        self.engine_s = 0.0  # in the executor: the backend's run (CPU) or submit → done (CUDA, in flight)
+        self.results_s = 0.0  # the results thread: top-k, predictions, handing them to the sinks
+        self.batches = 0
+
+    def as_dict(self, frames: int, resize_s: float) -> dict[str, float]:
+        per = 1e3 / frames if frames else 0.0
+        return {"resize_ms_per_frame": round(resize_s * per, 4),
+                "engine_ms_per_frame": round(self.engine_s * per, 4),
+                "engine_ms_per_batch": round(1e3 * self.engine_s / self.batches, 4) if self.batches else 0.0,
+                "results_ms_per_frame": round(self.results_s * per, 4)}
 
 
 class Pipeline:
@@ -74,9 +127,11 @@ class Pipeline:
         self._stop = threading.Event()
         self._stopping = False
         self._results_done = threading.Event()
+        self.stages = StageTimes()
         self._results_thread: threading.Thread | None = None
         self._opened = False
         self._closed = False
+        self._native: NativeThreads | None = None
 
     # -- start-up ---------------------------------------------------------------------------------------
     def open(self) -> Pipeline:
@@ -96,19 +151,36 @@ class Pipeline:
         if self._given_sources is not None:
             self.sources = list(self._given_sources)
         else:
-            self.sources = [make_source(spec, realtime=s.realtime) for spec in s.sources]
+            live = LiveOptions(s.live_timeout_s, s.reconnect_attempts, s.reconnect_backoff_s,
+                               s.reconnect_backoff_max_s)
+            policy = None if s.policy == "auto" else Policy(s.policy)
+            self.sources = [make_source(spec, realtime=s.realtime, live=live, policy=policy)
+                            for spec in s.sources]
         if not self.sources:
             raise ConfigError("no source given", "pass --source SRC (webcam0, a video file, a folder, a URL, "
                                                  "or demo)")
         unique_names(self.sources)
+        self._native = NativeThreads(len(self.sources)).apply()
+        if self._native.decoder_threads:
+            log.info("%d sources: %d FFmpeg decoder thread%s each (%d cores)", len(self.sources),
+                     self._native.decoder_threads, "s" if self._native.decoder_threads > 1 else "",
+                     self._native.cores)
         for source in self.sources:
-            source.open()
-            log.info("source %s: %s (%s%s)", source.name, source.description,
+            if self._stop.is_set():
+                raise StopRequested("stopped while opening the sources")
+            source.cancel = self._stop
+            try:
+                source.open()
+            except SourceError:
+                if self._stop.is_set():
+                    raise StopRequested("stopped while opening the sources") from None
+                raise
+            log.info("source %s: %s (%s%s, policy %s)", source.name, source.description,
                      f"{source.fps:.3g} fps" if source.fps else "fps unknown",
-                     f", {source.total_frames} frames" if source.total_frames else "")
+                     f", {source.total_frames} frames" if source.total_frames else "", source.policy.value)
         cond = threading.Condition()
         for source in self.sources:
-            capacity = s.live_queue if source.is_live else s.file_queue
+            capacity = {Policy.LATEST: 1, Policy.DROP_OLDEST: s.live_queue}.get(source.policy, s.file_queue)
             self.buffers.append(FrameBuffer(source.name, source.policy, capacity, cond))
         for source in self.sources:
             truth = getattr(source, "truth_path", None)
@@ -126,14 +198,7 @@ class Pipeline:
         if s.topk > manifest.num_classes:
             log.info("--topk %d > %d classes: publishing all of them", s.topk, manifest.num_classes)
         self.topk = min(s.topk, manifest.num_classes)
-        if self.backend.device == "cpu":
-            from streamer.executors.cpu import CpuExecutor
-
-            self.executor = CpuExecutor(self.backend, s.batch, s.slots)
-        else:
-            from streamer.executors.cuda import CudaExecutor
-
-            self.executor = CudaExecutor(self.backend, s.batch, s.slots)
+        self.executor = make_executor(self.backend, s.batch, s.slots)
 
     def _open_sinks(self) -> None:
         s = self.settings
@@ -168,7 +233,7 @@ class Pipeline:
         self.readers = [SourceReader(src, buf, s.max_frames) for src, buf in zip(self.sources, self.buffers,
                                                                                 strict=True)]
         for sink in self.sinks:
-            sink.ready()
+            sink.ready(self._stop)
         for src in self.sources:
             src.add_listener(self._on_state)
             self._health(src.name, "up", src.description)
@@ -266,7 +331,12 @@ class Pipeline:
                     self.batch_error = done.error
                 self.request_stop()
                 return
+            stages = self.stages
+            stages.engine_s += done.run_s if isinstance(done, CpuSlot) else done.done_time - done.submit_time
+            stages.batches += 1
+            t0 = time.perf_counter()
             self._emit(done)
+            stages.results_s += time.perf_counter() - t0
         finally:
             self.executor.release(done)
 
@@ -319,9 +389,10 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         assert self.metrics is not None
         d = self.metrics.window()
-        for name, buf in zip((s.name for s in self.sources), self.buffers, strict=True):
-            d["sources"][name]["dropped"] = buf.dropped
-            d["sources"][name]["queued"] = len(buf)
+        for src, buf in zip(self.sources, self.buffers, strict=True):
+            d["sources"][src.name].update(dropped=buf.dropped, queued=len(buf), policy=buf.policy.value,
+                                          state=src.state.value, reconnects=src.reconnects,
+                                          skipped=src.skipped)
         if self.batcher is not None:
             d["batches"] = self.batcher.batches
             d["mean_batch"] = round(self.batcher.mean_batch, 2)
@@ -351,6 +422,7 @@ class Pipeline:
         for sink in self.sinks:
             if isinstance(sink, PublisherSink):
                 extra["publisher"] = sink.counters()
+        extra["stages"] = self.stages.as_dict(m.frames, self.batcher.resize_s if self.batcher else 0.0)
         fps = round(m.frames / elapsed, 2) if elapsed else 0.0
         return Summary(
             frames=m.frames, elapsed_s=round(elapsed, 4), fps=fps,
@@ -379,8 +451,9 @@ class Pipeline:
             self.batcher.join(JOIN_TIMEOUT_S)
         if self._results_thread is not None:
             self._results_thread.join(JOIN_TIMEOUT_S)
+        deadline = time.monotonic() + READERS_JOIN_S
         for reader in self.readers:
-            if not reader.join(1.0):
+            if not reader.join(max(0.0, deadline - time.monotonic())):
                 log.debug("reader %s still blocked in a read; leaving it", reader.source.name)
         if not self.readers:
             for source in self.sources:
@@ -396,6 +469,8 @@ class Pipeline:
             except Exception as exc:
                 errors.append(exc)
                 log.error("closing %s failed: %s", sink.name, exc)
+        if self._native is not None:
+            self._native.restore()
         if errors and isinstance(errors[0], StreamerError):
             raise errors[0]
 

@@ -8,6 +8,7 @@ for long (the publisher only queues).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from streamer.protocol import Prediction
@@ -26,8 +27,9 @@ class Sink:
     def start(self) -> None:
         """Open/bind (at start-up: errors here are start-up errors)."""
 
-    def ready(self) -> None:
-        """Called once just before the first frame is read (e.g. to wait for subscribers)."""
+    def ready(self, stop: threading.Event | None = None) -> None:
+        """Called once just before the first frame is read (e.g. to wait for subscribers; a wait ends early
+        when ``stop`` is set)."""
 
     def prediction(self, pred: Prediction) -> None:
         pass
@@ -73,11 +75,13 @@ class PublisherSink(Sink):
     def start(self) -> None:
         self.bind()
 
-    def ready(self) -> None:
+    def ready(self, stop: threading.Event | None = None) -> None:
         if self.wait_subscribers:
             log.info("waiting up to %.0f s for %d subscriber(s) on %s", self.wait_timeout_s,
                      self.wait_subscribers, self.publisher.endpoint)
-            if not self.publisher.wait_for_subscribers(self.wait_subscribers, self.wait_timeout_s):
+            if not self.publisher.wait_for_subscribers(self.wait_subscribers, self.wait_timeout_s, stop):
+                if stop is not None and stop.is_set():
+                    return
                 log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway",
                             self.wait_subscribers, self.wait_timeout_s)
 

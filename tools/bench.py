@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # subcommand → module (imported only when chosen, so --help stays fast and CPU-only machines never load CUDA)
 SUBCOMMANDS: dict[str, str] = {
     "engine": "bench_engine",
+    "pipeline": "bench_pipeline",
 }
 
 

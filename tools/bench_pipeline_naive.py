@@ -100,8 +100,8 @@ def run_naive(video: Path, model_path: Path, device: str, endpoint: str, source:
             n += 1
         elapsed = time.perf_counter() - t0
         cap.release()
-        eos = {"v": 1, "type": "eos", "source": source, "frames": n, "reason": "end", "publish_ts": time.time(),
-               "seq": 0}
+        eos = {"v": 1, "type": "eos", "source": source, "frames": n, "reason": "end",
+               "publish_ts": time.time(), "seq": 0}
         sock.send_multipart([f"eos.{source}".encode(), json.dumps(eos).encode()])
     finally:
         sock.close()

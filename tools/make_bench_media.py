@@ -7,7 +7,7 @@
 - ``vtest.avi``: the sample clip (768×576, 795 frames, MS-MPEG4), copied beside the others.
 - ``vtest_1080p.mp4``: the same frames scaled to 1920×1080, re-timed to 30 fps (frame for frame, none added or
   dropped), H.264 High (libx264, preset medium, CRF 23, yuv420p). Needs ffmpeg with libx264.
-- ``vtest_1080p_live.ffconcat`` (written by :func:`live_playlist`): an FFmpeg concat playlist that plays the
+- ``<clip>_live.ffconcat`` (written by :func:`live_playlist`): an FFmpeg concat playlist that plays the
   1080p clip over and over. OpenCV's FFmpeg backend opens it like a file, so a long paced live run needs no
   long file (``streamer --realtime --source media/vtest_1080p_live.ffconcat``).
 
@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA_DIR = REPO / "media"
 VTEST_NAME = "vtest.avi"
 CLIP_NAME = "vtest_1080p.mp4"
-LIVE_NAME = "vtest_1080p_live.ffconcat"
 CLIP_FPS = 30
 CLIP_SIZE = (1920, 1080)
 VTEST_CANDIDATES = (REPO.parent / "shared" / "media" / VTEST_NAME, Path("/work/shared/media") / VTEST_NAME)
@@ -89,7 +88,7 @@ def make_clip(src: Path, out: Path, *, crf: int = 23, preset: str = "medium") ->
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.mp4")
     w, h = CLIP_SIZE
-    # -r before -i re-times the input (10 fps) to 30 fps frame for frame; -fps_mode passthrough keeps every one
+    # -r before -i re-times the input (10 fps) to 30 fps frame for frame; passthrough keeps every frame
     cmd = [ffmpeg, "-v", "error", "-y", "-r", str(CLIP_FPS), "-i", str(src),
            "-vf", f"scale={w}:{h}:flags=bicubic", "-fps_mode", "passthrough",
            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
@@ -107,7 +106,7 @@ def live_playlist(clip: Path, seconds: float, fps: float = CLIP_FPS, clip_frames
     """An ffconcat playlist beside ``clip`` that plays it enough times to last ``seconds`` at ``fps``."""
     frames = clip_frames or probe(clip, count=False).frames or 1
     loops = max(1, math.ceil(seconds * fps / frames) + 1)
-    out = out or clip.with_name(LIVE_NAME)
+    out = out or clip.with_name(f"{clip.stem}_live.ffconcat")
     # names relative to the playlist: the concat demuxer's safe mode accepts them
     rel = clip.name if clip.parent.resolve() == out.parent.resolve() else str(clip.resolve())
     lines = ["ffconcat version 1.0"] + [f"file '{rel}'" for _ in range(loops)]
@@ -115,14 +114,17 @@ def live_playlist(clip: Path, seconds: float, fps: float = CLIP_FPS, clip_frames
     return out
 
 
-def ensure_media(out_dir: Path = MEDIA_DIR, src: Path | None = None, *, log: bool = True) -> dict[str, Path]:
-    """vtest.avi and the 1080p clip in ``out_dir`` (made or copied when missing); returns their paths."""
+def ensure_media(out_dir: Path = MEDIA_DIR, src: Path | None = None, *, log: bool = True,
+                 need: tuple[str, ...] = ("vtest", "1080p")) -> dict[str, Path]:
+    """vtest.avi and (if in ``need``) the 1080p clip in ``out_dir``, copied or made when missing."""
     out_dir.mkdir(parents=True, exist_ok=True)
     vtest = out_dir / VTEST_NAME
     if not vtest.is_file():
         shutil.copyfile(find_vtest(src), vtest)
         if log:
             print(f"copied {VTEST_NAME} → {vtest}")
+    if "1080p" not in need:
+        return {"vtest": vtest}
     clip = out_dir / CLIP_NAME
     ok = False
     if clip.is_file():

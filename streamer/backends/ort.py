@@ -28,13 +28,28 @@ def probe(name: str = NAME) -> str | None:
     return None
 
 
-def default_threads() -> int:
-    """Intra-op threads: the cores this process may use, less one for decoding and batching (at least 1)."""
+def usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return os.cpu_count() or 1
+
+
+def default_layout(cores: int | None = None) -> tuple[int, int]:
+    """(workers, intra-op threads per run) for ``--threads 0``: two runs side by side sharing the cores.
+
+    The pipeline's engine is the CPU's bottleneck (the seed CNN costs ~3 ms of CPU per image, decoding a
+    768×576 frame ~0.5 ms), so ONNX Runtime gets every core and the decoder and batcher squeeze in between:
+    measured on 2 cores end to end, this gives 1.8× the frames/s of one run on ``cores - 1`` threads.
+    """
+    cores = cores or usable_cores()
+    workers = 2 if cores >= 2 else 1
+    return workers, max(1, cores // workers)
+
+
+def default_threads() -> int:
+    """Intra-op threads per run for ``--threads 0`` (see :func:`default_layout`)."""
+    return default_layout()[1]
 
 
 class OrtBackend(Backend):
@@ -42,11 +57,12 @@ class OrtBackend(Backend):
     device = "cpu"
 
     def __init__(self, manifest: ModelManifest, max_batch: int, session: Any, path: Path,
-                 threads: int) -> None:
+                 threads: int, workers: int = 1) -> None:
         super().__init__(manifest, max_batch)
         self.session = session
         self.path = path
         self.threads = threads
+        self.workers = workers  # batches the executor should run at once (the session is thread-safe)
         self._input = manifest.input_name
         self._outputs = [manifest.output_name]
 
@@ -130,8 +146,13 @@ def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threa
     import onnxruntime as ort
 
     path = Path(model_path)
+    if path.suffix in (".plan", ".engine"):
+        raise ModelError(f"{path}: a TensorRT plan cannot run on ONNX Runtime",
+                         f"pass the ONNX it was built from (--model {path.name.split('.')[0]}.onnx), "
+                         "or use --backend tensorrt / tensorrt-rtx on a supported GPU")
     manifest = ModelManifest.from_onnx(path)
-    threads = threads if threads and threads > 0 else default_threads()
+    # --threads N: one run at a time on N threads; 0: the cores shared by default_layout()'s parallel runs
+    workers, threads = (1, threads) if threads and threads > 0 else default_layout()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -147,8 +168,9 @@ def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threa
         raise ModelError(f"{path.name}: ONNX Runtime cannot load it ({first[:200]})",
                          "re-export it with tools/export_onnx.py") from exc
     validate(session, manifest, max_batch, path)
-    backend = OrtBackend(manifest, max_batch, session, path, threads)
+    backend = OrtBackend(manifest, max_batch, session, path, threads, workers)
     _test_run(backend, path)
-    log.info("onnxruntime %s: %s (%d classes, input %dx%d, %d threads)", ort.__version__, path.name,
-             manifest.num_classes, *manifest.input_hw, threads)
+    log.info("onnxruntime %s: %s (%d classes, input %dx%d, %d run%s at once × %d thread%s)", ort.__version__,
+             path.name, manifest.num_classes, *manifest.input_hw, workers, "s" if workers > 1 else "",
+             threads, "s" if threads > 1 else "")
     return backend

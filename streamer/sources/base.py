@@ -91,8 +91,10 @@ class FrameSource(ABC):
         self.realtime = realtime  # pace reads at ``fps`` (files replayed as if live)
         self.total_frames: int | None = None  # known length (files), for progress bars
         self.frames_read = 0
+        self.skipped = 0  # unreadable frames (or images) skipped: counted, logged, never fatal
         self.detail = ""  # why it ended/failed
         self.policy_override: Policy | None = None  # set from ``SRC#policy=NAME`` or ``--policy``
+        self.cancel: threading.Event | None = None  # set by the owner to abort a slow open (a stop request)
         self._state = SourceState.CREATED
         self._listeners: list[StateListener] = []
         self._lock = threading.Lock()

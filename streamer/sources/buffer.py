@@ -16,9 +16,11 @@ from streamer.sources.base import Frame, Policy
 class FrameBuffer:
     """Bounded FIFO between one reader thread and the batcher.
 
-    BLOCK: ``put`` waits while full (nothing is lost). LATEST: ``put`` drops the oldest buffered frame and
-    counts it. ``take`` returns the frame and how many frames of this source were dropped since the previous
-    ``take`` — the ``dropped`` field of the published prediction.
+    BLOCK: ``put`` waits while full (nothing is lost). LATEST and DROP_OLDEST: ``put`` drops the oldest
+    buffered frame and counts it (they differ in capacity only: LATEST keeps 1 frame, DROP_OLDEST a queue).
+    ``take`` returns the frame and how many frames of this source were dropped since the previous ``take`` —
+    the ``dropped`` field of the published prediction. ``down``: the source is lost and reconnecting, so the
+    batcher does not wait for it when it closes a batch of live frames.
     """
 
     def __init__(self, source: str, policy: Policy, capacity: int, cond: threading.Condition | None = None
@@ -33,6 +35,7 @@ class FrameBuffer:
         self._closed = False
         self.reason = ""  # why it was closed: "end of input", "failed: ...", "stopped"
         self.failed = False
+        self.down = False
         self.dropped = 0  # total frames dropped by this buffer
         self._dropped_untaken = 0
         self.put_count = 0

@@ -11,6 +11,8 @@ from streamer.errors import SourceError
 from streamer.sources.base import FrameSource, SourceState
 from streamer.sources.buffer import FrameBuffer
 
+_DOWN = (SourceState.DOWN, SourceState.RECONNECTING)
+
 log = logging.getLogger(__name__)
 
 
@@ -26,6 +28,7 @@ class SourceReader:
         self.max_frames = max_frames
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"source-{source.name}", daemon=True)
+        source.add_listener(self._on_state)
 
     def start(self) -> None:
         self._thread.start()
@@ -43,6 +46,13 @@ class SourceReader:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def _on_state(self, source: FrameSource, state: SourceState, detail: str) -> None:
+        down = state in _DOWN
+        if down != self.buffer.down:
+            with self.buffer.cond:
+                self.buffer.down = down
+                self.buffer.cond.notify_all()  # a batcher waiting on this source's frame can close now
 
     def _run(self) -> None:
         source, buffer = self.source, self.buffer

@@ -1,4 +1,4 @@
-"""Sources read through ``cv2.VideoCapture``: video files, local cameras and network streams (URLs)."""
+"""Video files read through ``cv2.VideoCapture`` (cameras and network streams: ``live.py``)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from streamer.sources.base import Frame, FrameSource
 
 log = logging.getLogger(__name__)
 
-# consecutive failed reads tolerated before a source gives up (files: skip corrupt packets; cameras: hiccups)
+# consecutive failed reads tolerated before a file is taken to be over (corrupt packets are skipped)
 MAX_READ_FAILURES = 5
-STREAM_TIMEOUT_MS = 5000  # open and read timeouts for network streams (FFmpeg backend)
 
 
 class VideoCaptureSource(FrameSource):
@@ -58,6 +57,10 @@ class VideoCaptureSource(FrameSource):
             self.read_failures += 1
             if self._at_end() or failures >= MAX_READ_FAILURES:
                 return self._on_read_failure(failures)
+        if failures:  # a corrupt packet in the middle: skipped, counted, logged
+            self.skipped += failures
+            log.warning("source %s: skipped %d unreadable frame(s) before frame %d (%d in all)", self.name,
+                        failures, self._next_index, self.skipped)
         frame = Frame(to_bgr8(image), self._next_index, time.time())
         self._next_index += 1
         return frame
@@ -109,54 +112,3 @@ class VideoFileSource(VideoCaptureSource):
         else:
             self.detail = "end of file"
         return None
-
-
-class CameraSource(VideoCaptureSource):
-    """A local camera by index (``webcam0`` → /dev/video0): live, newest frame wins."""
-
-    kind = "camera"
-
-    def __init__(self, index: int, name: str) -> None:
-        self.index = index
-        super().__init__(name, f"webcam{index}", is_live=True)
-
-    def _capture(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.index, cv2.CAP_ANY)
-        if cap.isOpened():
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # do not let the driver queue stale frames
-        return cap
-
-    def _open_error(self) -> SourceError:
-        return SourceError(f"camera webcam{self.index} (/dev/video{self.index}) did not open",
-                           "check that it is connected and not in use by another program")
-
-    def _on_read_failure(self, failures: int) -> Frame | None:
-        raise SourceError(f"camera webcam{self.index} stopped delivering frames ({failures} failed reads)",
-                          "check the cable/driver")
-
-
-class StreamSource(VideoCaptureSource):
-    """A network stream (rtsp://, http(s)://, ...): live, newest frame wins. ``spec`` is already redacted.
-
-    Reconnection after a loss is not done here yet (issue 6): a lost stream FAILS and the others go on.
-    """
-
-    kind = "stream"
-
-    def __init__(self, url: str, name: str, redacted: str, *, timeout_ms: int = STREAM_TIMEOUT_MS) -> None:
-        self._url = url  # may hold credentials: never log it
-        self.timeout_ms = timeout_ms
-        super().__init__(name, redacted, is_live=True)
-
-    def _capture(self) -> cv2.VideoCapture:
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms]
-        return cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
-
-    def _open_error(self) -> SourceError:
-        return SourceError(f"cannot open stream {self.spec}",
-                           "check the URL, that the server is up and reachable, and the credentials")
-
-    def _on_read_failure(self, failures: int) -> Frame | None:
-        raise SourceError(f"stream {self.spec} stopped delivering frames ({failures} failed reads)",
-                          "check the server and the network")

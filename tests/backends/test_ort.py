@@ -72,3 +72,10 @@ def test_missing_and_garbage_model_files(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x00\x01not a protobuf" * 50)
     with pytest.raises(ModelError, match=r"garbage\.onnx"):
         ort_backend.load(garbage, max_batch=2)
+
+
+def test_a_plan_file_is_refused_with_the_onnx_to_use(tmp_path: Path) -> None:
+    plan = tmp_path / "shapes_cnn.abc.rtx1.7.fp16.b1-32-64.plan"
+    plan.write_bytes(b"\0" * 64)
+    with pytest.raises(ModelError, match=r"TensorRT plan cannot run on ONNX Runtime.*--model shapes_cnn\.onnx"):
+        ort_backend.load(plan, 8)

@@ -15,7 +15,8 @@ from streamer.sources import SourceState, make_source, open_source, redact_url, 
 from streamer.sources.base import Policy
 from streamer.sources.factory import url_name
 from streamer.sources.images import ImageFilesSource
-from streamer.sources.video import CameraSource, StreamSource, VideoFileSource
+from streamer.sources.live import CameraSource, StreamSource
+from streamer.sources.video import VideoFileSource
 
 
 def read_all(source) -> list:
