@@ -14,8 +14,8 @@ the 1080p clip at once (--concurrency). Prints a table with the ratios against t
 every figure to --json-out and a PNG chart (throughput, latency histogram, per-stage time) beside it when
 matplotlib is installed (`pip install streamer[bench]`; `--chart-from JSON` redraws one later).
 
-    python tools/bench.py pipeline --json-out out/pipeline.json           # CPU: vtest, 1080p ×1 and ×4
-    python tools/bench.py pipeline --concurrency 1,4,8,16 --live-seconds 180 --live-window 60   # GPU host
+    python tools/bench.py pipeline --json-out out/pipeline.json  # vtest, 1080p ×1/4 (CPU), ×1/4/8/16 (GPU)
+    bash tools/gpu_pipeline.sh                                     # the GPU host, one command (see there)
 """
 
 from __future__ import annotations
@@ -67,10 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="streamer --threads (ONNX Runtime)")
     p.add_argument("--engine-seconds", type=float, default=3.0, help="engine-only measuring time")
     p.add_argument("--max-frames", type=int, default=0, help="offline runs: stop each source after N frames")
-    p.add_argument("--live-seconds", type=float, default=None, help="live run length (default 180 on a GPU, "
-                                                                    "30 on a CPU)")
+    p.add_argument("--live-seconds", type=float, default=None,
+                   help="live run length (default 180 on a GPU, 60 on a CPU: 1,800 frames, enough for the "
+                        "RSS window that starts at the 1,000th)")
     p.add_argument("--live-window", type=float, default=None, help="latency window (default 60 s on a GPU, "
-                                                                   "10 s on a CPU)")
+                                                                   "20 s on a CPU)")
     p.add_argument("--live-input", default="1080p", choices=("1080p", "vtest"),
                    help="the clip the live playlist loops (paced at its own fps: 30 for 1080p)")
     p.add_argument("--variants", default="",
@@ -210,11 +211,15 @@ def decode_only(cfg: Config, max_frames: int, pipeline_threads: bool = True) -> 
     unique_names(sources)
     native = NativeThreads(len(sources)).apply() if pipeline_threads else None
     try:
-        for s in sources:
-            s.open()
+        return _read_all(sources, max_frames, native)
     finally:
         if native is not None:
             native.restore()
+
+
+def _read_all(sources: list[Any], max_frames: int, native: Any) -> dict[str, Any]:
+    for s in sources:
+        s.open()
     counts = [0] * len(sources)
     ends: list[float] = [0.0] * len(sources)
 
@@ -240,7 +245,7 @@ def decode_only(cfg: Config, max_frames: int, pipeline_threads: bool = True) -> 
         s.close()
     frames = sum(counts)
     return {"frames": frames, "seconds": round(elapsed, 4), "fps": frames / elapsed,
-            "threading": "pipeline" if pipeline_threads else "opencv-default",
+            "threading": "pipeline" if native is not None else "opencv-default",
             "decoder_threads": native.decoder_threads if native is not None else None,
             "per_source_fps": [round(c / (e - t0), 1) for c, e in zip(counts, ends, strict=True)],
             "cpu_ms_per_frame": round(1e3 * cpu / max(frames, 1), 4),
@@ -682,8 +687,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     backend_name = choose(args.backend).name
     device = _device_of(backend_name)
     gpu = device == "cuda"
-    live_seconds = args.live_seconds if args.live_seconds is not None else (180.0 if gpu else 30.0)
-    window = args.live_window if args.live_window is not None else (60.0 if gpu else 10.0)
+    live_seconds = args.live_seconds if args.live_seconds is not None else (180.0 if gpu else 60.0)
+    window = args.live_window if args.live_window is not None else (60.0 if gpu else 20.0)
     inputs = {x.strip() for x in args.inputs.split(",") if x.strip()}
     need = tuple(sorted(inputs | ({args.live_input} if "live" in sections else set())))
     media = mbm.ensure_media(args.media_dir, need=need)
@@ -784,6 +789,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result["failed"].append(f"live: exit {s['rc']}: {(s.get('log_tail') or '')[-600:]}")
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["targets"] = targets(result)
+    checkpoint()
     print_tables(result)
     chart = args.chart or (args.json_out.with_suffix(".png") if args.json_out else None)
     if chart:

@@ -30,7 +30,7 @@ def test_loads_and_classifies(color_model: Path) -> None:
     np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-5)
 
 
-def test_default_threads_leave_a_core_for_decoding() -> None:
+def test_default_threads_is_at_least_one() -> None:
     assert ort_backend.default_threads() >= 1
 
 
@@ -79,3 +79,16 @@ def test_a_plan_file_is_refused_with_the_onnx_to_use(tmp_path: Path) -> None:
     plan.write_bytes(b"\0" * 64)
     with pytest.raises(ModelError, match=r"TensorRT plan cannot run on ONNX Runtime.*--model shapes_cnn\.onnx"):
         ort_backend.load(plan, 8)
+
+
+def test_default_layout_shares_the_cores_between_two_runs() -> None:
+    assert ort_backend.default_layout(1) == (1, 1)
+    assert ort_backend.default_layout(2) == (2, 1)
+    assert ort_backend.default_layout(16) == (2, 8)
+
+
+def test_threads_zero_runs_batches_side_by_side(color_model: Path) -> None:
+    auto = ort_backend.load(color_model, max_batch=4, threads=0)
+    assert (auto.workers, auto.threads) == ort_backend.default_layout()
+    explicit = ort_backend.load(color_model, max_batch=4, threads=1)
+    assert (explicit.workers, explicit.threads) == (1, 1)

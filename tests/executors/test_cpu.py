@@ -132,3 +132,54 @@ def test_double_buffering_with_onnx_runtime(color_model: Path) -> None:
             assert done.host_output[:done.count].argmax(1).tolist() == expected.pop(0)
             ex.release(done)
         assert expected == []
+
+
+class ValueGatedBackend(Backend):
+    """Each batch waits for the gate of its first pixel's value; ``started`` tells that a run has begun."""
+
+    name = "value-gated"
+    device = "cpu"
+
+    def __init__(self, values: set[int]) -> None:
+        super().__init__(MANIFEST, max_batch=4)
+        self.gates = {v: threading.Event() for v in values}
+        self.started = {v: threading.Event() for v in values}
+
+    def infer(self, images: np.ndarray, out: np.ndarray) -> None:
+        v = int(images[0, 0, 0, 0])
+        self.started[v].set()
+        assert self.gates[v].wait(10.0), "test never opened the gate"
+        out[:, 0] = images[:, 0, 0, 0] / 255.0
+        out[:, 1] = 1.0 - out[:, 0]
+
+
+def test_two_workers_run_batches_at_once_and_results_stay_in_order() -> None:
+    backend = ValueGatedBackend({10, 30})
+    with CpuExecutor(backend, max_batch=4, num_slots=3, workers=2) as ex:
+        a, b = ex.acquire(timeout=1.0), ex.acquire(timeout=1.0)
+        assert a is not None and b is not None
+        fill(a, [10])
+        fill(b, [30])
+        ex.submit(a)
+        ex.submit(b)
+        assert backend.started[10].wait(5.0) and backend.started[30].wait(5.0)  # both running at once
+        backend.gates[30].set()  # the later batch finishes first ...
+        assert ex.collect(timeout=0.1) is None  # ... but nothing overtakes the earlier one
+        backend.gates[10].set()
+        assert ex.collect(timeout=5.0) is a
+        assert ex.collect(timeout=5.0) is b
+        assert b.host_output[0, 0] == pytest.approx(30 / 255.0)
+        assert a.run_s > 0 and b.run_s > 0
+
+
+def test_the_pipeline_gives_a_cpu_backend_one_slot_more_than_its_workers() -> None:
+    from streamer.pipeline import make_executor
+
+    backend = ValueGatedBackend(set())
+    backend.workers = 2  # type: ignore[attr-defined]
+    ex = make_executor(backend, 4, slots=2)
+    try:
+        assert isinstance(ex, CpuExecutor)
+        assert len(ex.workers) == 2 and len(ex.slots) == 3
+    finally:
+        ex.close()
