@@ -40,3 +40,13 @@ def test_the_users_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
     native.restore()
     assert native.decoder_threads is None and cv2.getNumThreads() == before
     assert os.environ[DECODE_THREADS_ENV] == "5"
+
+
+def test_one_source_keeps_opencvs_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(POOL_THREADS_ENV, raising=False)
+    before = cv2.getNumThreads()
+    native = NativeThreads(1, cores=16).apply()
+    try:
+        assert cv2.getNumThreads() == before
+    finally:
+        native.restore()
