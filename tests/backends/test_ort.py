@@ -77,7 +77,8 @@ def test_missing_and_garbage_model_files(tmp_path: Path) -> None:
 def test_a_plan_file_is_refused_with_the_onnx_to_use(tmp_path: Path) -> None:
     plan = tmp_path / "shapes_cnn.abc.rtx1.7.fp16.b1-32-64.plan"
     plan.write_bytes(b"\0" * 64)
-    with pytest.raises(ModelError, match=r"TensorRT plan cannot run on ONNX Runtime.*--model shapes_cnn\.onnx"):
+    expected = r"TensorRT plan cannot run on ONNX Runtime.*--model shapes_cnn\.onnx"
+    with pytest.raises(ModelError, match=expected):
         ort_backend.load(plan, 8)
 
 
