@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from streamer_helpers import (  # noqa: F401 - re-exported for tests that import
     run_cli,
     write_video,
 )
+
+from streamer.publish import Publisher
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,11 @@ def free_endpoint() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def publisher() -> Iterator[Publisher]:
+    """A started Publisher on a free loopback port (``publisher.endpoint``), closed with no linger."""
+    pub = Publisher("tcp://127.0.0.1:*", linger_ms=0).start()
+    yield pub
+    pub.close()

@@ -30,13 +30,6 @@ from streamer.subscribe import Subscriber
 ANY_PORT = "tcp://127.0.0.1:*"
 
 
-@pytest.fixture
-def publisher():
-    pub = Publisher(ANY_PORT, linger_ms=0).start()
-    yield pub
-    pub.close()
-
-
 def test_subscriber_connected_first_receives_all_in_order(publisher: Publisher) -> None:
     n = 2000
     with zmq_context() as ctx:

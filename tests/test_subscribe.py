@@ -21,13 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 ANY_PORT = "tcp://127.0.0.1:*"
 
 
-@pytest.fixture
-def publisher():
-    pub = Publisher(ANY_PORT, linger_ms=0).start()
-    yield pub
-    pub.close()
-
-
 def test_subscriber_iterates_decoded_messages_of_its_topics(publisher: Publisher) -> None:
     with Subscriber(publisher.endpoint, topics=("pred.",), timeout_ms=500) as sub:
         assert publisher.wait_for_subscribers(1, timeout=10)
