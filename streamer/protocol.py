@@ -82,15 +82,18 @@ class Prediction:
     def topic(self) -> str:
         return f"{TOPIC_PRED}.{self.source}"
 
-    def to_dict(self) -> dict[str, Any]:
-        latency_ms = (self.publish_time - self.capture_time) * 1e3 if self.publish_time else None
+    def to_dict(self, publish_time: float | None = None) -> dict[str, Any]:
+        """The wire payload; ``publish_time`` (if given) stands in for the field, so a publisher stamping the
+        send time need not copy (and re-validate) the frozen dataclass per message."""
+        publish_time = self.publish_time if publish_time is None else publish_time
+        latency_ms = (publish_time - self.capture_time) * 1e3 if publish_time else None
         d: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "type": TOPIC_PRED,
             "source": self.source,
             "frame": self.frame_index,
             "capture_ts": self.capture_time,
-            "publish_ts": self.publish_time,
+            "publish_ts": publish_time,
             "latency_ms": None if latency_ms is None else round(latency_ms, 3),
             "topk": [{"index": t.index, "label": t.label, "score": round(t.score, 6)} for t in self.topk],
             "dropped": self.dropped,

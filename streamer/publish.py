@@ -17,7 +17,6 @@ carries ``seq``, a per-topic sequence number, and each subscriber counts its own
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import queue
@@ -55,7 +54,7 @@ _Builder = Callable[[float], dict[str, Any]]  # publish time -> payload
 
 
 def _pred_payload(pred: Prediction, now: float) -> dict[str, Any]:
-    return dataclasses.replace(pred, publish_time=now).to_dict()
+    return pred.to_dict(now)
 
 
 class Publisher:
@@ -371,9 +370,7 @@ class JsonlWriter:
                               "choose a file in an existing, writable directory") from None
 
     def write(self, pred: Prediction) -> None:
-        if not pred.publish_time:
-            pred = dataclasses.replace(pred, publish_time=time.time())
-        line = encode(pred.to_dict(), "json") + b"\n"
+        line = encode(pred.to_dict(pred.publish_time or time.time()), "json") + b"\n"
         with self._lock:
             try:
                 self._file.write(line)
