@@ -15,15 +15,9 @@ BENCH_LIMIT=${BENCH_LIMIT:-270}
 BENCH_ARGS=${BENCH_ARGS:-}
 status=0
 
-echo "== install =="
-if [ -n "${SKIP_INSTALL:-}" ]; then
-  echo "skipped (SKIP_INSTALL set)"
-elif ! bash .whl/install.sh .whl /tmp/site >"$OUT/install.log" 2>&1; then
-  cat "$OUT/install.log"; echo "gpu_check: wheel install failed" >&2; exit 2
-else
-  tail -n 1 "$OUT/install.log"
-fi
-export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+# shellcheck source=tools/gpu_install.sh
+source "$(dirname "$0")/gpu_install.sh"
+gpu_install gpu_check
 
 echo "== environment =="
 {

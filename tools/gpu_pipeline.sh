@@ -26,15 +26,9 @@ WORK=${WORK:-/tmp/gpu_pipeline_work}
 mkdir -p "$WORK"
 t0=$(date +%s)
 
-echo "== install =="
-if [ -n "${SKIP_INSTALL:-}" ]; then
-  echo "skipped (SKIP_INSTALL set)"
-elif ! bash .whl/install.sh .whl /tmp/site >"$OUT/install.log" 2>&1; then
-  cat "$OUT/install.log"; echo "gpu_pipeline: wheel install failed" >&2; exit 2
-else
-  tail -n 1 "$OUT/install.log"
-fi
-export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+# shellcheck source=tools/gpu_install.sh
+source "$(dirname "$0")/gpu_install.sh"
+gpu_install gpu_pipeline
 if python3 -c 'import matplotlib' 2>/dev/null; then
   echo "matplotlib: already on the host ($(python3 -c 'import matplotlib; print(matplotlib.__version__)'))"
 elif ls .whl/bench/*.whl >/dev/null 2>&1; then
