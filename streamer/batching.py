@@ -17,8 +17,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from streamer.executors.base import Executor, Slot
+from streamer.executors.base import Executor
+from streamer.executors.contract import Slot
 from streamer.preprocess import resize_into
 from streamer.sources.base import Frame, Policy
 from streamer.sources.buffer import FrameBuffer
@@ -34,7 +36,8 @@ class FrameTag:
 
     source: str
     frame_index: int
-    capture_time: float
+    capture_time: float  # UNIX epoch seconds (what goes on the wire)
+    capture_mono: float  # time.monotonic() at capture (what in-process latencies are measured from)
     dropped: int  # frames this source dropped since its previous batched frame
 
 
@@ -52,7 +55,7 @@ BatchEvent = Slot | SourceEnd | None
 class Batcher:
     """One thread: acquire a free slot, fill it round-robin from the buffers, submit it, repeat."""
 
-    def __init__(self, buffers: Sequence[FrameBuffer], executor: Executor, batch_size: int,
+    def __init__(self, buffers: Sequence[FrameBuffer], executor: Executor[Any], batch_size: int,
                  timeout_s: float = 0.005, outbox: queue.Queue[BatchEvent] | None = None) -> None:
         if not buffers:
             raise ValueError("no buffers to batch")
@@ -151,7 +154,8 @@ class Batcher:
             t0 = time.perf_counter()
             resize_into(frame.image, rows[n])
             self.resize_s += time.perf_counter() - t0
-            slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, dropped))
+            slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, frame.capture_mono,
+                                      dropped))
             n += 1
             if n == 1:
                 deadline = time.monotonic() + self.timeout_s

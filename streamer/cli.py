@@ -14,11 +14,11 @@ import logging.handlers
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from streamer import __version__
-from streamer.config import BACKEND_CHOICES, ENCODINGS, LOG_LEVELS, POLICY_CHOICES, Settings, load_settings
+from streamer.config import SECTIONS, SETTINGS, Setting, Settings, load_settings, to_toml
 from streamer.errors import ConfigError, StreamerError
 
 log = logging.getLogger("streamer")
@@ -29,8 +29,15 @@ an rtsp:// or http(s):// URL, or demo (the bundled shapes clip with ground truth
 Append #policy=latest|block|drop-oldest to one source to choose its backpressure policy
 (e.g. --source 'rtsp://cam1/live#policy=drop-oldest'); --policy sets it for all of them.
 Cameras and streams that drop out are reconnected with backoff ([live] in the config).
-Defaults are in config/default.toml; --config FILE layers a TOML file over them; flags win.
+Every setting has a key in a --config TOML file, layered over the defaults; flags win.
+streamer --print-config lists them all, with the values a command line runs with.
 Subscribe with: streamer-sub tcp://127.0.0.1:5555
+"""
+
+
+PRINTED_HEADER = """\
+# The settings this streamer command line runs with (streamer ... --print-config): defaults, then --config,
+# then flags. Use it as a config file: streamer --config FILE (flags still win).
 """
 
 
@@ -41,56 +48,44 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message, "see streamer --help")
 
 
+def _flag_kwargs(s: Setting) -> dict[str, Any]:
+    """argparse keywords for a declared setting; its default stays None (= not given: config/defaults win)."""
+    shown = "" if s.default in ("", (), False) else f" (default {s.default})"
+    kw: dict[str, Any] = {"dest": s.name, "help": (s.help + shown).replace("%", "%%")}
+    if s.kind is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif s.kind is tuple:
+        kw.update(action="append", metavar=s.metavar)
+    elif s.choices:
+        kw["choices"] = s.choices
+    else:
+        kw.update(type=s.kind, metavar=s.metavar)
+    return kw
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="streamer", description="Real-time video classification published over ZeroMQ.",
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                 argument_default=None)
-    p.add_argument("--config", metavar="FILE", help="TOML file layered over config/default.toml")
-    p.add_argument("--source", dest="sources", action="append", metavar="SRC",
-                   help="input (repeat for several): webcam<N>, file, folder/glob of images, URL, demo")
-    p.add_argument("--model", metavar="PATH", help="exported ONNX model (default engines/shapes_cnn.onnx)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, help="engine (default auto: the fastest usable)")
-    p.add_argument("--batch", type=int, metavar="N", help="most frames per batch")
-    p.add_argument("--topk", type=int, metavar="K", help="classes per prediction")
-    p.add_argument("--bind", metavar="ENDPOINT", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555; "
-                                                      "'none' = do not publish)")
-    p.add_argument("--output", metavar="FILE.jsonl", help="write every prediction as one JSON line")
-    p.add_argument("--realtime", action=argparse.BooleanOptionalAction,
-                   help="play files at native FPS, keeping only the newest frame (like a camera)")
-    p.add_argument("--policy", choices=POLICY_CHOICES,
-                   help="when the pipeline is behind: latest = keep only the newest frame, drop-oldest = a "
-                        "bounded queue, block = wait, lose nothing (default auto: latest for live sources, "
-                        "block for files)")
-    p.add_argument("--live-timeout", dest="live_timeout_s", type=float, metavar="S",
-                   help="a camera or stream with no frame for S seconds is down and is reconnected")
-    p.add_argument("--reconnect-attempts", type=int, metavar="N",
-                   help="give a lost camera or stream up after N failed reconnects (0 = never)")
-    g = p.add_argument_group("tuning")
-    g.add_argument("--slots", type=int, metavar="N", help="batches in flight (2 = double-buffering)")
-    g.add_argument("--batch-timeout-ms", type=float, metavar="MS",
-                   help="close a partial batch this long after its first frame")
-    g.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads (0 = cores less one)")
-    g.add_argument("--max-frames", type=int, metavar="N", help="stop each source after N frames")
-    g.add_argument("--encoding", choices=ENCODINGS, help="message payload encoding")
-    g.add_argument("--hwm", type=int, metavar="N", help="messages queued per subscriber before it loses some")
-    g.add_argument("--stats-interval", dest="stats_interval_s", type=float, metavar="S",
-                   help="seconds between 'stats' messages (0 = none)")
-    g.add_argument("--wait-subscribers", type=int, metavar="N",
-                   help="wait (up to 10 s) for N subscribers before reading frames")
-    g.add_argument("--summary-json", metavar="FILE", help="write the end-of-run summary as JSON")
-    o = p.add_argument_group("output on the terminal")
-    o.add_argument("--quiet", "-q", action="store_true", default=False,
-                   help="no progress bar, no summary, warnings and errors only")
-    o.add_argument("--progress", action="store_true", default=False, help="always show a progress bar")
-    o.add_argument("--log-level", choices=LOG_LEVELS, help="log detail on stderr (default info)")
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings layered over the defaults")
+    p.add_argument("--print-config", action="store_true", default=False,
+                   help="print the settings this command line runs with (a --config file) and exit")
+    groups = {section: p.add_argument_group(f"[{section}] {about}") for section, about in SECTIONS.items()}
+    for s in SETTINGS.values():
+        if s.flag is not None:
+            groups[s.section].add_argument(s.flag, **_flag_kwargs(s))
+    terminal = groups["log"]  # --quiet and --progress set [log] progress (and --quiet the log level)
+    terminal.add_argument("--quiet", "-q", action="store_true", default=False,
+                          help="no progress bar, no summary, warnings and errors only")
+    terminal.add_argument("--progress", action="store_true", default=False, help="always show a progress bar")
     p.add_argument("--version", action="version", version=f"streamer {__version__}")
     return p
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if k not in ("config", "quiet", "progress") and v is not None
-    }
+    flags = vars(args)
+    overrides: dict[str, Any] = {s.name: flags[s.name] for s in SETTINGS.values()
+                                 if s.flag is not None and flags[s.name] is not None}
     if args.quiet:
         overrides["progress"] = "off"
         overrides.setdefault("log_level", "warning")
@@ -159,9 +154,7 @@ def make_progress(mode: str) -> Any:
 
 
 # -- main ------------------------------------------------------------------------------------------------
-def run(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
+def run(settings: Settings) -> int:
     quiet_native_logs(settings.log_level)
     held = setup_logging(settings.log_level)
 
@@ -215,23 +208,47 @@ def run(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        code = run(argv)
+        args = build_parser().parse_args(argv)
+        settings = settings_from_args(args)
+    except StreamerError as exc:  # nothing has started yet: one line and out
+        return _error(exc)
+    if args.print_config:
+        with _stdout_may_close():
+            print(to_toml(settings, header=PRINTED_HEADER), end="", flush=True)
+        return 0
+    code = 0
+    try:
+        with _stdout_may_close():
+            code = run(settings)
     except StreamerError as exc:
-        logging.shutdown()
-        print(f"streamer: error: {exc}".replace("\n", " "), file=sys.stderr, flush=True)
-        code = exc.exit_code
-    except BrokenPipeError:  # stdout closed early (`streamer ... | head -1`): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 0
+        code = _error(exc)
     return exit_past_stuck_captures(code)
+
+
+@contextlib.contextmanager
+def _stdout_may_close() -> Iterator[None]:
+    """stdout closed early (`streamer ... | head -1`) is not an error of ours: stop writing to it."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _error(exc: StreamerError) -> int:
+    logging.shutdown()
+    print(f"streamer: error: {exc}".replace("\n", " "), file=sys.stderr, flush=True)
+    return exc.exit_code
 
 
 def exit_past_stuck_captures(code: int, wait_s: float = 0.5) -> int:
     """A camera or stream read can be stuck inside FFmpeg or a driver (its thread was abandoned). Running the
     interpreter's normal exit under it can abort in C++ destructors, so then end the process at once, with
     ``code``, once everything is flushed. Otherwise return ``code``."""
-    live = sys.modules.get("streamer.sources.live")
-    if live is None or not live.busy_captures(wait_s):
+    # imported here, not at the top: it loads OpenCV, which must come after quiet_native_logs (the pipeline
+    # has loaded it by now)
+    from streamer.sources import busy_captures
+
+    if not busy_captures(wait_s):
         return code
     log.debug("a capture thread is still inside a native read: exiting without waiting for it")
     logging.shutdown()

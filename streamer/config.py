@@ -1,19 +1,24 @@
-"""Settings: config/default.toml, then an optional ``--config`` TOML file over it, then command-line flags.
+"""Settings: one declaration per setting; defaults, then an optional ``--config`` TOML file, then flags.
 
-Every setting has its default in config/default.toml (the one place to read them); this module only knows
-each key's section, type and valid range, and turns the merged tables into a frozen, validated ``Settings``.
+Each field of :class:`Settings` is declared once with :func:`setting` — its default, TOML section and key,
+command-line flag, help and valid values. From those declarations come the defaults, the keys a ``--config``
+file may set (and its one-line errors), the flags of ``streamer`` (:mod:`streamer.cli`) and the reference
+file config/default.toml, which the program never reads: ``python -m streamer.config > config/default.toml``
+writes it, and a test fails when the committed copy drifts. A new setting is one more field here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamer.errors import ConfigError
-from streamer.paths import DEFAULT_CONFIG, resolve_data_path
+from streamer.paths import resolve_data_path
 
 try:
     import tomllib
@@ -27,92 +32,150 @@ ENCODINGS = ("json", "msgpack")
 POLICY_CHOICES = ("auto", "latest", "block", "drop-oldest")  # auto: latest for live sources, block for files
 NO_BIND = ("", "none", "off")
 
-# (section, key) in TOML → Settings field
-KEYS: dict[tuple[str, str], str] = {
-    ("input", "sources"): "sources",
-    ("input", "realtime"): "realtime",
-    ("input", "file_queue"): "file_queue",
-    ("input", "live_queue"): "live_queue",
-    ("input", "max_frames"): "max_frames",
-    ("input", "policy"): "policy",
-    ("live", "timeout_s"): "live_timeout_s",
-    ("live", "reconnect_attempts"): "reconnect_attempts",
-    ("live", "backoff_s"): "reconnect_backoff_s",
-    ("live", "backoff_max_s"): "reconnect_backoff_max_s",
-    ("model", "path"): "model",
-    ("model", "backend"): "backend",
-    ("model", "threads"): "threads",
-    ("batching", "batch"): "batch",
-    ("batching", "timeout_ms"): "batch_timeout_ms",
-    ("batching", "slots"): "slots",
-    ("output", "bind"): "bind",
-    ("output", "topk"): "topk",
-    ("output", "encoding"): "encoding",
-    ("output", "hwm"): "hwm",
-    ("output", "jsonl"): "output",
-    ("output", "summary_json"): "summary_json",
-    ("output", "stats_interval_s"): "stats_interval_s",
-    ("output", "wait_subscribers"): "wait_subscribers",
-    ("output", "wait_timeout_s"): "wait_timeout_s",
-    ("log", "level"): "log_level",
-    ("log", "progress"): "progress",
+# TOML tables in the order of config/default.toml and of `streamer --help`, with what each holds
+SECTIONS: dict[str, str] = {
+    "input": "where frames come from, and what a source does when the pipeline is behind",
+    "live": "cameras and network streams (rtsp://, http(s)://): watchdog and reconnects",
+    "model": "the model and the engine that runs it",
+    "batching": "frames into batches, batches into the engine",
+    "output": "where predictions go",
+    "log": "what the terminal shows",
 }
-FIELD_KEYS = {field: f"[{section}] {key}" for (section, key), field in KEYS.items()}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one :class:`Settings` field is set: TOML ``[section] key``, ``flag`` (None: config file only),
+    ``help`` (flag help and config comment; ``note`` adds lines to the config comment only), valid values."""
+
+    section: str
+    key: str
+    flag: str | None
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    note: str = ""
+    name: str = ""  # the Settings field; filled in from the dataclass
+    default: Any = None  # filled in from the dataclass
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    @property
+    def where(self) -> str:
+        """``--batch / [batching] batch``: how errors name it."""
+        toml = f"[{self.section}] {self.key}"
+        return f"{self.flag} / {toml}" if self.flag else toml
+
+    def usage(self) -> str:
+        """``--batch N``, ``--backend auto|torch|...``, ``--realtime / --no-realtime``."""
+        assert self.flag is not None
+        if self.kind is bool:
+            return f"{self.flag} / --no-{self.flag[2:]}"
+        if self.choices:
+            return f"{self.flag} {'|'.join(self.choices)}"
+        return f"{self.flag} {self.metavar}"
+
+
+def setting(section: str, key: str, default: Any, flag: str | None, help: str, **more: Any) -> Any:
+    """Declare a :class:`Settings` field (keywords: see :class:`Setting`). Its type is the default's: str,
+    int, float, bool (a ``--flag / --no-flag`` pair) or a tuple of str (a repeatable flag, a TOML list)."""
+    return dataclasses.field(default=default, metadata={"setting": Setting(section, key, flag, help, **more)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    sources: tuple[str, ...]
-    realtime: bool
-    file_queue: int
-    live_queue: int
-    max_frames: int
-    policy: str
-    live_timeout_s: float
-    reconnect_attempts: int
-    reconnect_backoff_s: float
-    reconnect_backoff_max_s: float
-    model: str
-    backend: str
-    threads: int
-    batch: int
-    batch_timeout_ms: float
-    slots: int
-    bind: str
-    topk: int
-    encoding: str
-    hwm: int
-    output: str
-    summary_json: str
-    stats_interval_s: float
-    wait_subscribers: int
-    wait_timeout_s: float
-    log_level: str
-    progress: str
+    # [input]
+    sources: tuple[str, ...] = setting(
+        "input", "sources", (), "--source",
+        "input: webcam<N> (camera N), a video file, a folder or glob of images, an rtsp:// or http(s):// "
+        "URL, or demo (the bundled shapes clip with ground truth); repeat for several", metavar="SRC")
+    realtime: bool = setting("input", "realtime", False, "--realtime",
+                             "play files at their native FPS, keeping only the newest frame (like a camera)")
+    policy: str = setting(
+        "input", "policy", "auto", "--policy",
+        "when the pipeline is behind: latest = keep only the newest frame, drop-oldest = a bounded queue "
+        "(live_queue frames, the oldest dropped), block = wait, lose nothing; auto = latest for live sources "
+        "(cameras, streams, --realtime), block for files", choices=POLICY_CHOICES,
+        note="Every drop is counted (stats, `dropped`). One source: --source "
+             "'rtsp://cam/live#policy=drop-oldest' (the suffix wins).")
+    max_frames: int = setting("input", "max_frames", 0, "--max-frames",
+                              "stop each source after N frames (0 = no limit)", metavar="N", lo=0)
+    file_queue: int = setting("input", "file_queue", 8, None, "frames buffered per file source; its reader "
+                              "waits when it is full (nothing is lost)", lo=1, hi=100_000)
+    live_queue: int = setting("input", "live_queue", 8, None, "frames a drop-oldest source buffers; when "
+                              "full the oldest is dropped and counted", lo=1, hi=100_000)
+    # [live]
+    live_timeout_s: float = setting(
+        "live", "timeout_s", 5.0, "--live-timeout",
+        "a camera or stream with no frame for S seconds is down and is reconnected (also the open timeout)",
+        metavar="S", lo=0.1, hi=3600.0)
+    reconnect_attempts: int = setting(
+        "live", "reconnect_attempts", 0, "--reconnect-attempts",
+        "give a lost camera or stream up after N failed reconnects in a row (0 = never)", metavar="N", lo=0,
+        note="Given up: eos reason error. A source that does not open at start-up is an error at once.")
+    reconnect_backoff_s: float = setting("live", "backoff_s", 0.5, None, "wait before the first reconnect "
+                                         "attempt; doubles after each failed one ...", lo=0.01, hi=3600.0)
+    reconnect_backoff_max_s: float = setting("live", "backoff_max_s", 10.0, None, "... up to this",
+                                             lo=0.01, hi=3600.0)
+    # [model]
+    model: str = setting(
+        "model", "path", "engines/shapes_cnn.onnx", "--model",
+        "exported ONNX model (tools/export_onnx.py); a relative path is looked up in the working directory, "
+        "then among streamer's own files", metavar="PATH")
+    backend: str = setting("model", "backend", "auto", "--backend", "engine; auto = the fastest usable, "
+                           "TensorRT → TensorRT-RTX → PyTorch CUDA → ONNX Runtime", choices=BACKEND_CHOICES)
+    threads: int = setting("model", "threads", 0, "--threads",
+                           "ONNX Runtime intra-op threads (0 = the usable cores less one)", metavar="N",
+                           lo=0, hi=1024)
+    # [batching]
+    batch: int = setting("batching", "batch", 16, "--batch",
+                         "most frames per batch (also the engine's max batch)", metavar="N", lo=1, hi=4096)
+    batch_timeout_ms: float = setting("batching", "timeout_ms", 5.0, "--batch-timeout-ms",
+                                      "close a partial batch this long after its first frame", metavar="MS",
+                                      lo=0.0, hi=60_000.0)
+    slots: int = setting("batching", "slots", 2, "--slots",
+                         "batches in flight (2 = double-buffering: one fills while the other runs)",
+                         metavar="N", lo=1, hi=64)
+    # [output]
+    bind: str = setting("output", "bind", "tcp://127.0.0.1:5555", "--bind",
+                        "ZeroMQ PUB endpoint ('none' = do not publish)", metavar="ENDPOINT")
+    topk: int = setting("output", "topk", 3, "--topk", "classes per prediction", metavar="K", lo=1, hi=1000)
+    output: str = setting("output", "jsonl", "", "--output",
+                          "write every prediction as one JSON line ('' = no file)", metavar="FILE.jsonl")
+    summary_json: str = setting("output", "summary_json", "", "--summary-json",
+                                "write the end-of-run summary as JSON ('' = no file)", metavar="FILE")
+    encoding: str = setting("output", "encoding", "json", "--encoding", "message payload encoding",
+                            choices=ENCODINGS)
+    hwm: int = setting("output", "hwm", 10000, "--hwm",
+                       "messages queued per subscriber; a slower one loses messages", metavar="N", lo=1)
+    stats_interval_s: float = setting("output", "stats_interval_s", 1.0, "--stats-interval",
+                                      "seconds between 'stats' messages (0 = none)", metavar="S", lo=0.0)
+    wait_subscribers: int = setting("output", "wait_subscribers", 0, "--wait-subscribers",
+                                    "wait (up to wait_timeout_s) for N subscribers before reading frames",
+                                    metavar="N", lo=0, hi=1000)
+    wait_timeout_s: float = setting("output", "wait_timeout_s", 10.0, None,
+                                    "how long to wait for them before starting anyway", lo=0.0)
+    # [log]
+    log_level: str = setting("log", "level", "info", "--log-level", "log detail on stderr",
+                             choices=LOG_LEVELS)
+    progress: str = setting("log", "progress", "auto", None, "a progress bar: auto = for offline files on a "
+                            "terminal, on = always (--progress), off = never (--quiet)",
+                            choices=PROGRESS_CHOICES)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sources", tuple(self.sources))
-        _choice("backend", self.backend, BACKEND_CHOICES)
-        _choice("log_level", self.log_level, LOG_LEVELS)
-        _choice("progress", self.progress, PROGRESS_CHOICES)
-        _choice("encoding", self.encoding, ENCODINGS)
-        _choice("policy", self.policy, POLICY_CHOICES)
-        _range("live_timeout_s", self.live_timeout_s, 0.1, 3600.0)
-        _range("reconnect_attempts", self.reconnect_attempts, 0, None)
-        _range("reconnect_backoff_s", self.reconnect_backoff_s, 0.01, 3600.0)
-        _range("reconnect_backoff_max_s", self.reconnect_backoff_max_s, 0.01, 3600.0)
-        _range("batch", self.batch, 1, 4096)
-        _range("slots", self.slots, 1, 64)
-        _range("topk", self.topk, 1, 1000)
-        _range("file_queue", self.file_queue, 1, 100_000)
-        _range("live_queue", self.live_queue, 1, 100_000)
-        _range("max_frames", self.max_frames, 0, None)
-        _range("threads", self.threads, 0, 1024)
-        _range("hwm", self.hwm, 1, None)
-        _range("wait_subscribers", self.wait_subscribers, 0, 1000)
-        _range("batch_timeout_ms", self.batch_timeout_ms, 0.0, 60_000.0)
-        _range("stats_interval_s", self.stats_interval_s, 0.0, None)
-        _range("wait_timeout_s", self.wait_timeout_s, 0.0, None)
+        for s in SETTINGS.values():
+            value = getattr(self, s.name)
+            if s.kind is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, s.name, float(value))
+            if s.choices:
+                _choice(s, value)
+            if s.lo is not None:
+                _range(s, getattr(self, s.name))
         if any(not s.strip() for s in self.sources):
             raise ConfigError("an empty --source was given", "give a camera, file, folder, URL or demo")
 
@@ -127,28 +190,30 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-_FLAG_FOR_FIELD = {"sources": "--source", "jsonl": "--output", "stats_interval_s": "--stats-interval",
-                   "live_timeout_s": "--live-timeout"}
+SETTINGS: dict[str, Setting] = {
+    f.name: dataclasses.replace(f.metadata["setting"], name=f.name, default=f.default)
+    for f in dataclasses.fields(Settings)
+}
+# (section, key) in TOML → Settings field, and back
+KEYS: dict[tuple[str, str], str] = {(s.section, s.key): s.name for s in SETTINGS.values()}
+FIELD_KEYS = {s.name: f"[{s.section}] {s.key}" for s in SETTINGS.values()}
 
 
-def _name(field: str) -> str:
-    flag = _FLAG_FOR_FIELD.get(field, f"--{field.replace('_', '-')}")
-    return f"{flag} / {FIELD_KEYS.get(field, field)}"
+def _choice(s: Setting, value: str) -> None:
+    if value not in s.choices:
+        raise ConfigError(f"{s.where}: invalid choice {value!r}", f"choose one of {', '.join(s.choices)}")
 
 
-def _choice(field: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{_name(field)}: invalid choice {value!r}", f"choose one of {', '.join(choices)}")
-
-
-def _range(field: str, value: float, lo: float, hi: float | None) -> None:
+def _range(s: Setting, value: float) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{_name(field)}: {value} is not a finite number")
-    if value < lo or (hi is not None and value > hi):
-        bound = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{_name(field)}: {value} is out of range", f"use a value {bound}")
+        raise ConfigError(f"{s.where}: {value} is not a finite number")
+    assert s.lo is not None
+    if value < s.lo or (s.hi is not None and value > s.hi):
+        bound = f"{s.lo}..{s.hi}" if s.hi is not None else f">= {s.lo}"
+        raise ConfigError(f"{s.where}: {value} is out of range", f"use a value {bound}")
 
 
+# -- --config files --------------------------------------------------------------------------------------
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -159,20 +224,19 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}", "see config/default.toml") from None
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}",
+                          "streamer --print-config shows a valid one") from None
 
 
 def flatten(tables: dict[str, Any], origin: str) -> dict[str, Any]:
     """TOML tables → {field: value}; unknown sections or keys are errors (a typo must not be ignored)."""
-    known_sections = {s for s, _ in KEYS}
     flat: dict[str, Any] = {}
     for section, table in tables.items():
         if not isinstance(table, dict):
             raise ConfigError(f"{origin}: {section!r} is outside any section",
-                              "settings live in sections; see config/default.toml")
-        if section not in known_sections:
-            raise ConfigError(f"{origin}: unknown section [{section}]",
-                              f"sections are {', '.join(sorted(known_sections))}")
+                              "settings live in sections; see streamer --print-config")
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section [{section}]", f"sections are {', '.join(SECTIONS)}")
         for key, value in table.items():
             field = KEYS.get((section, key))
             if field is None:
@@ -182,46 +246,88 @@ def flatten(tables: dict[str, Any], origin: str) -> dict[str, Any]:
     return flat
 
 
-def _check_types(values: dict[str, Any], defaults: dict[str, Any], origin: str) -> dict[str, Any]:
+def check_types(values: dict[str, Any], origin: str) -> dict[str, Any]:
+    """{field: TOML value} → {field: value of the field's type} (ints are floats where a float is due)."""
     out: dict[str, Any] = {}
     for field, value in values.items():
-        want = type(defaults[field])
+        want = SETTINGS[field].kind
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if want is list and isinstance(value, (list, tuple)):
+        if want is tuple and isinstance(value, (list, tuple)):
             if not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{origin}: {FIELD_KEYS[field]} must be a list of strings")
-            value = list(value)
+            value = tuple(value)
         elif not isinstance(value, want) or (want is int and isinstance(value, bool)):
             raise ConfigError(f"{origin}: {FIELD_KEYS[field]} = {value!r} should be a {want.__name__}",
-                              "see config/default.toml")
+                              "see streamer --print-config")
         out[field] = value
     return out
 
 
-def load_defaults(path: Path = DEFAULT_CONFIG) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"the default config {path} is missing",
-                          "run from a checkout of the repository (pip install -e .)")
-    flat = flatten(read_toml(path), str(path))
-    missing = sorted(set(KEYS.values()) - set(flat))
-    if missing:
-        raise ConfigError(f"{path} lacks defaults for: {', '.join(FIELD_KEYS[m] for m in missing)}")
-    return flat
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A ``--config`` file → {field: value} of the settings it sets."""
+    return check_types(flatten(read_toml(path), str(path)), str(path))
 
 
-def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                  defaults_file: Path = DEFAULT_CONFIG) -> Settings:
+def load_defaults() -> dict[str, Any]:
+    """{field: default} of every setting."""
+    return {s.name: s.default for s in SETTINGS.values()}
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults, then ``config_file``, then ``overrides`` (command-line flags; None = not given)."""
-    defaults = load_defaults(defaults_file)
-    values = dict(defaults)
-    if config_file is not None:
-        values.update(_check_types(flatten(read_toml(config_file), str(config_file)), defaults,
-                                   str(config_file)))
+    values = read_config(config_file) if config_file is not None else {}
     for field, value in (overrides or {}).items():
-        if field not in defaults:
+        if field not in SETTINGS:
             raise ValueError(f"unknown setting {field!r}")
         if value is not None:
             values[field] = value
-    values["sources"] = tuple(values["sources"])
     return Settings(**values)
+
+
+# -- the reference file ----------------------------------------------------------------------------------
+HEADER = """\
+# streamer's settings: every key, its default and the flag that overrides it.
+# Generated from the declarations in streamer/config.py by `python -m streamer.config > config/default.toml`
+# (edit those, not this file; the program never reads it). `streamer --config FILE` layers a TOML file over
+# these defaults (only the keys it sets), flags win over both, and `streamer ... --print-config` prints the
+# settings a command line runs with.
+"""
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def to_toml(settings: Settings | None = None, header: str = HEADER, width: int = 110) -> str:
+    """``settings`` (default: the defaults) as a commented TOML file that ``--config`` reads back."""
+    values = dataclasses.asdict(settings) if settings is not None else load_defaults()
+    lines = [header.rstrip("\n")] if header else []
+    for section, about in SECTIONS.items():
+        rows = [(f"{s.key} = {toml_value(values[s.name])}", s)
+                for s in SETTINGS.values() if s.section == section]
+        col = max(len(text) for text, _ in rows if len(text) <= 40) + 2  # comments beside, in one column
+        lines += ["", f"[{section}]".ljust(col) + f"# {about}"]
+        for text, s in rows:
+            comment = f"{s.usage()}: {s.help}" if s.flag else s.help
+            if s.note:
+                comment += f". {s.note}"
+            if len(text) + 2 > col:  # a long value (a list of sources): its comment goes above it
+                lines += ["# " + line for line in textwrap.wrap(comment, width - 2)] + [text]
+                continue
+            wrapped = textwrap.wrap(comment, width - col - 4)
+            lines.append(text.ljust(col) + "# " + wrapped[0])
+            lines += [" " * col + "#   " + more for more in wrapped[1:]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(to_toml(), end="")

@@ -37,11 +37,6 @@ class GpuInfo:
         """``"9.0"`` for an H100."""
         return f"{self.compute_capability[0]}.{self.compute_capability[1]}"
 
-    @property
-    def sm(self) -> str:
-        """``"sm90"`` for an H100: how plan names and identities spell it."""
-        return f"sm{self.compute_capability[0]}{self.compute_capability[1]}"
-
 
 @dataclass(frozen=True)
 class CudaProbe:

@@ -143,12 +143,6 @@ class Metrics:
             if len(self._window_lat) < 10_000:
                 self._window_lat.append(ms)
 
-    def set_dropped(self, source: str, dropped: int) -> None:
-        """Drops known from the buffer (includes those after the last published frame)."""
-        with self._lock:
-            c = self.per_source[source]
-            c.dropped = max(c.dropped, dropped)
-
     def ended(self, source: str, reason: str) -> None:
         with self._lock:
             self.per_source[source].end_reason = reason

@@ -11,6 +11,8 @@ import os
 import cv2
 import numpy as np
 
+from streamer.host import usable_cores
+
 # Anti-aliased downscale. cv2.INTER_AREA alone costs ~6.6 ms for 1080p→32×32 (non-integer factors take its
 # slow path) against ~0.07 ms for a bilinear step to 4× the target followed by INTER_AREA, which looks the
 # same to the model. Everything that feeds the model (batcher, demo accuracy, bench) goes through resize_into.
@@ -56,13 +58,6 @@ DECODE_THREADS_ENV = "OPENCV_FFMPEG_THREADS"  # FFmpeg decoder threads per captu
 POOL_THREADS_ENV = "OPENCV_FOR_THREADS_NUM"  # OpenCV's own thread pool (cv2.setNumThreads)
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def decode_threads(sources: int, cores: int) -> int | None:
     """FFmpeg threads per capture for ``sources`` decoded at once: the cores shared out (at least 1), so that
     N captures do not each start one thread per core; None (FFmpeg's default) for a single source.
@@ -89,7 +84,6 @@ class NativeThreads:
         self.sources = sources
         self.cores = cores or usable_cores()
         self._pool_before: int | None = None
-        self._env_before: str | None = None
         self._env_set = False
         self.decoder_threads: int | None = None
 

@@ -169,13 +169,6 @@ def msgpack_module() -> ModuleType:
     return msgpack
 
 
-def check_encoding(encoding: str) -> None:
-    if encoding not in ENCODINGS:
-        raise ConfigError(f"unknown encoding {encoding!r}", f"choose one of {', '.join(ENCODINGS)}")
-    if encoding == "msgpack":
-        msgpack_module()
-
-
 def encoder(encoding: str) -> Callable[[dict[str, Any]], bytes]:
     """``encode`` for one encoding, with the msgpack import resolved once (ConfigError if it is missing)."""
     if encoding == "json":

@@ -110,6 +110,8 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name=f"publisher {self.bind}", daemon=True)
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT_S):
+            self._closed = True
+            self._queue.put_nowait(_STOP)  # the thread closes its socket and ends once its bind returns
             raise PublishError(f"ZeroMQ publisher on {self.bind} did not start within "
                                f"{_START_TIMEOUT_S:.0f} s",
                                "check the machine's load and network configuration, then retry")

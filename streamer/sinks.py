@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from streamer.protocol import Prediction
@@ -123,3 +124,31 @@ class JsonlSink(Sink):
 
     def close(self) -> None:
         self.writer.close()
+
+
+class Sinks:
+    """Fans each event out to every sink; a sink that fails on one is logged and does not stop the others
+    (predictions excepted: a lossless sink that cannot write must stop the run, so those errors propagate)."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def prediction(self, pred: Prediction) -> None:
+        for sink in self.sinks:
+            sink.prediction(pred)
+
+    def end(self, source: str, frames: int, reason: str) -> None:
+        self._each("end of " + source, lambda sink: sink.end(source, frames, reason))
+
+    def health(self, source: str, state: str, detail: str) -> None:
+        self._each("health of " + source, lambda sink: sink.health(source, state, detail))
+
+    def stats(self, stats: dict[str, Any]) -> None:
+        self._each("stats", lambda sink: sink.stats(stats))
+
+    def _each(self, what: str, call: Callable[[Sink], None]) -> None:
+        for sink in self.sinks:
+            try:
+                call(sink)
+            except Exception:
+                log.exception("sink %s failed on %s", sink.name, what)

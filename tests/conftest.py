@@ -6,17 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from streamer_helpers import (  # noqa: F401 - re-exported for tests that import them from conftest
-    COLOR_LABELS,
-    COLORS,
-    REPO,
-    VTEST,
-    color_sequence,
-    make_color_model,
-    read_jsonl,
-    run_cli,
-    write_video,
-)
+from streamer_helpers import VTEST, make_color_model
 
 from streamer.publish import Publisher
 

@@ -139,7 +139,7 @@ def test_drops_of_a_live_source_are_tagged(executor) -> None:
     batcher = Batcher([buf], executor, batch_size=8, timeout_s=0.01)
     batcher.start()
     tags, _, _ = collect(executor, next_event(batcher.outbox))
-    assert tags == [FrameTag("cam", 4, tags[0].capture_time, 4)]
+    assert tags == [FrameTag("cam", 4, tags[0].capture_time, tags[0].capture_mono, 4)]
     buf.close("stopped")
     end = next_event(batcher.outbox)
     assert (end.frames, end.reason) == (1, "stopped")

@@ -192,3 +192,73 @@ def test_a_second_signal_exits_at_once(clip: Path, color_model: Path) -> None:
     while not lines.empty():
         rest.append(lines.get())
     assert any("SIGINT again: exiting without draining" in line for line in rest)
+
+
+# -- flags: derived from the settings' declarations (in-process, fast) -------------------------------------
+def test_every_declared_flag_sets_its_setting() -> None:
+    from streamer.cli import build_parser
+    from streamer.config import SETTINGS
+
+    parser = build_parser()
+    by_flag = {opt: a for a in parser._actions for opt in a.option_strings}
+    for s in SETTINGS.values():
+        if s.flag is None:  # config file only ([log] progress: --quiet / --progress)
+            continue
+        action = by_flag[s.flag]
+        assert action.dest == s.name and action.default is None and action.help, s.flag
+        assert list(action.choices or ()) == list(s.choices), s.flag
+    assert {"--config", "--print-config", "--quiet", "-q", "--progress", "--version"} <= set(by_flag)
+
+
+def test_flags_over_config_file_over_defaults(tmp_path: Path) -> None:
+    from streamer.cli import build_parser, settings_from_args
+    from streamer.config import Settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[batching]\nbatch = 4\nslots = 3\n[input]\nsources = ["a.mp4"]\n[log]\nlevel = "debug"\n')
+
+    def settings(*argv: str) -> Settings:
+        return settings_from_args(build_parser().parse_args(list(argv)))
+
+    s = settings("--config", str(cfg), "--batch", "8", "--source", "x", "--source", "y", "--no-realtime",
+                 "--batch-timeout-ms", "3")
+    assert (s.batch, s.slots, s.sources, s.realtime, s.batch_timeout_ms) == (8, 3, ("x", "y"), False, 3.0)
+    assert settings("--config", str(cfg), "--quiet").progress == "off"
+    assert settings("--config", str(cfg), "--quiet").log_level == "warning"
+    assert settings("--quiet", "--log-level", "error").log_level == "error"
+    assert (settings("--quiet").progress, settings("--quiet").log_level) == ("off", "warning")
+    assert settings("--progress").progress == "on" and settings().progress == "auto"
+    assert settings("--realtime", "--live-timeout", "2", "--stats-interval", "0").realtime
+
+
+def test_print_config_prints_a_config_file_of_the_command_line(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from streamer.cli import main
+    from streamer.config import load_settings
+
+    assert main(["--config", str(REPO / "config" / "webcam.toml"), "--topk", "5", "--print-config"]) == 0
+    printed = tmp_path / "printed.toml"
+    printed.write_text(capsys.readouterr().out)
+    s = load_settings(printed)
+    assert (s.topk, s.sources, s.batch, s.policy) == (5, ("webcam0",), 4, "latest")
+    assert main(["--print-config"]) == 0
+    assert capsys.readouterr().out.split("\n[", 1)[1] == (REPO / "config" / "default.toml").read_text().split(
+        "\n[", 1)[1], "with no flags it prints the defaults, as config/default.toml has them"
+
+
+def test_exit_past_stuck_captures_asks_the_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamer.sources
+    from streamer import cli
+
+    exits: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # pytest's own log handlers stay open
+    monkeypatch.setattr(streamer.sources, "busy_captures", lambda wait_s: 0)
+    assert cli.exit_past_stuck_captures(3) == 3 and exits == []
+    monkeypatch.setattr(streamer.sources, "busy_captures", lambda wait_s: 1)
+    cli.exit_past_stuck_captures(1)
+    assert exits == [1]

@@ -3,10 +3,14 @@
 
     python tools/bench.py engine                         # engine-level figures (GPU sections need CUDA)
     python tools/bench.py engine --models seed --json-out out/engine.json
+    python tools/bench.py pipeline --json-out out/pipeline.json   # end to end (see its --help)
 
 Each subcommand lives in its own module beside this file (``bench_<name>.py``) exposing ``HELP``,
-``add_arguments(parser)`` and ``run(args) -> dict`` (prints its own table, returns what goes to JSON).
-Add a subcommand by adding its module and a line to ``SUBCOMMANDS``.
+``add_arguments(parser)`` and ``run(args)``, which prints its own tables and returns its result record
+(:class:`bench_common.Report`: ``to_dict()`` is what goes to JSON). Add a subcommand by adding its module
+and a line to ``SUBCOMMANDS``. Sibling modules import as top-level modules: ``python tools/bench.py`` puts
+tools/ on ``sys.path``, and ``streamer`` is the installed package (``pip install -e .``; the GPU scripts put
+the checkout on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_common import Report
 
-# subcommand → module (imported only when chosen, so --help stays fast and CPU-only machines never load CUDA)
+# subcommand → module; the modules import nothing heavy at their top (--help stays fast, no CUDA on a CPU)
 SUBCOMMANDS: dict[str, str] = {
     "engine": "bench_engine",
     "pipeline": "bench_pipeline",
@@ -51,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from streamer.errors import StreamerError
 
-    started = time.time()
+    started, t0 = time.time(), time.monotonic()
     try:
-        result = args._module.run(args)
+        result: Report = args._module.run(args)
     except StreamerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     doc = {"command": args.command, "argv": sys.argv[1:] if argv is None else argv,
            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-           "seconds": round(time.time() - started, 1), "python": platform.python_version(),
-           "host": platform.node(), **result}
+           "seconds": round(time.monotonic() - t0, 1), "python": platform.python_version(),
+           "host": platform.node(), **result.to_dict()}
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(doc, indent=2, default=str))

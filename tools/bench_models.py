@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.model.manifest import ModelManifest, manifest_path_for
 from streamer.paths import DEFAULT_MODEL

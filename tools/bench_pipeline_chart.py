@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+
+from bench_pipeline_records import Histogram, OfflineRow, PipelineResult
 
 
-def render(result: dict[str, Any], path: Path) -> None:
+def render(result: PipelineResult, path: Path) -> None:
     """Draw the chart of one benchmark result; ImportError when matplotlib is not installed."""
     import matplotlib
 
@@ -14,20 +15,18 @@ def render(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = result.get("offline", [])
-    names = [r["config"] for r in rows]
-    engine = (result.get("engine") or {}).get("images_per_s")
+    rows = result.offline
+    names = [r.config for r in rows]
+    engine = result.engine.images_per_s if result.engine else None
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
-    machine = result.get("machine", {})
-    where = (machine.get("gpu") or {}).get("name") or machine.get("cpu_model") or "CPU"
-    fig.suptitle(f"streamer pipeline benchmark — {result.get('backend')} on {where}, "
-                 f"{machine.get('cpus')} cores, batch {result.get('batch')}")
+    fig.suptitle(f"streamer pipeline benchmark — {result.backend} on {result.machine.label}, "
+                 f"{result.machine.cpus} cores, batch {result.batch}")
 
     ax = axes[0]
-    series = [("decode-only", [r.get("decode_fps") for r in rows]),
+    series = [("decode-only", [r.decode_fps for r in rows]),
               ("engine-only", [engine for _ in rows]),
-              ("naive loop", [r.get("naive_fps") for r in rows]),
-              ("streamer", [r.get("streamer_fps") for r in rows])]
+              ("naive loop", [r.naive_fps for r in rows]),
+              ("streamer", [r.streamer_fps for r in rows])]
     x = np.arange(len(names))
     width = 0.2
     for i, (label, values) in enumerate(series):
@@ -46,37 +45,37 @@ def render(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
 
     ax = axes[1]
-    live = result.get("live") or {}
+    live = result.live.run.delivery if result.live else None
+    hists: list[tuple[str, Histogram | None]] = []
+    if result.live and live:
+        hists.append((f"live {result.live.fps_paced:g} fps", live.latency_hist))
+    hists += [(f"offline {r.config}", r.streamer.delivery.latency_hist if r.streamer and r.streamer.delivery
+               else None) for r in rows[:2]]
     drawn = False
-    for label, hist in (("live 30 fps", live.get("latency_hist")),
-                        *((f"offline {r['config']}", (r.get("streamer") or {}).get("latency_hist"))
-                          for r in rows[:2])):
-        if not hist or not sum(hist["counts"]):
+    for label, hist in hists:
+        if hist is None or not hist.total:
             continue
-        edges = np.asarray(hist["edges_ms"])
-        counts = np.asarray(hist["counts"], np.float64)
-        ax.stairs(counts / counts.sum(), edges, label=label, fill=label.startswith("live"), alpha=0.6)
+        counts = np.asarray(hist.counts, np.float64)
+        ax.stairs(counts / counts.sum(), np.asarray(hist.edges_ms), label=label,
+                  fill=label.startswith("live"), alpha=0.6)
         drawn = True
     ax.set_xscale("log")
     ax.set_xlabel("capture → publish (ms, log)")
     ax.set_ylabel("fraction of frames")
     ax.set_title("latency")
-    if live.get("latency_ms", {}).get("p99") is not None:
-        ax.axvline(live["latency_ms"]["p99"], color="k", lw=0.8, ls="--", label="live p99")
+    if live and live.latency_ms.p99 is not None:
+        ax.axvline(live.latency_ms.p99, color="k", lw=0.8, ls="--", label="live p99")
     if drawn:
         ax.legend(fontsize=8)
 
     ax = axes[2]
-    def stage(r: dict[str, Any], key: str) -> float:
-        if key == "decode":
-            return (r.get("decode") or {}).get("ms_per_frame_per_source") or 0.0
-        return ((r.get("streamer") or {}).get("stages") or {}).get(f"{key}_ms_per_frame") or 0.0
 
     bottom = np.zeros(len(rows))
-    for label in ("decode", "resize", "engine", "results"):
-        vals = np.asarray([stage(r, label) for r in rows])
-        ax.bar(x, vals, 0.6, bottom=bottom, label=label)
-        bottom += vals
+    per_row = [_stages(r) for r in rows]
+    for i, label in enumerate(("decode", "resize", "engine", "results")):
+        heights = np.asarray([stages[i] for stages in per_row])
+        ax.bar(x, heights, 0.6, bottom=bottom, label=label)
+        bottom += heights
     ax.set_xticks(x, names)
     ax.set_ylabel("ms per frame")
     ax.set_title("per-stage time (decode: per source thread)")
@@ -85,3 +84,13 @@ def render(result: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _stages(row: OfflineRow) -> tuple[float, float, float, float]:
+    """ms per frame: decode (one source thread, decode-only), then resize, engine, results in the streamer."""
+    st = row.streamer.stages if row.streamer else None
+    values = (row.decode.ms_per_frame_per_source if row.decode else None,
+              st.resize_ms_per_frame if st else None, st.engine_ms_per_frame if st else None,
+              st.results_ms_per_frame if st else None)
+    decode, resize, engine, results = (v or 0.0 for v in values)
+    return decode, resize, engine, results

@@ -14,11 +14,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import cv2
 import numpy as np
 import zmq
+from bench_pipeline_records import NaiveRun
 
 from streamer.model.manifest import ModelManifest
 from streamer.protocol import Prediction, TopK
@@ -41,9 +42,9 @@ def _cpu_model(model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
 def _cuda_model(model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
-    from streamer.backends.torch_cuda import build_model
+    from streamer.model.torch_load import load_torch_model
 
-    model = build_model(model_path, precision="fp32", device="cuda").model.to("cuda")
+    model = load_torch_model(model_path, precision="fp32", device="cuda").model.to("cuda")
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -62,9 +63,10 @@ def _wait_subscription(sock: zmq.Socket[bytes], timeout_s: float) -> bool:
     return False
 
 
-def run_naive(video: Path, model_path: Path, device: str, endpoint: str, source: str = "naive",
-              max_frames: int = 0, topk: int = 3) -> dict[str, Any]:
-    """Run the loop over ``video``, publishing on ``endpoint`` (bound here); returns frames, seconds, fps."""
+def run_naive(video: Path, model_path: Path, device: Literal["cpu", "cuda"], endpoint: str,
+              source: str = "naive", max_frames: int = 0, topk: int = 3) -> NaiveRun:
+    """Run the loop over ``video``, publishing on ``endpoint`` (bound here); returns frames and seconds (what
+    the subscriber counted is the caller's to add)."""
     manifest = ModelManifest.from_onnx(model_path)
     h, w = manifest.input_hw
     infer = _cuda_model(model_path) if device == "cuda" else _cpu_model(model_path)
@@ -106,4 +108,4 @@ def run_naive(video: Path, model_path: Path, device: str, endpoint: str, source:
     finally:
         sock.close()
         ctx.term()
-    return {"frames": n, "seconds": round(elapsed, 4), "fps": n / elapsed if elapsed else 0.0}
+    return NaiveRun(n, round(elapsed, 4), device)

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from streamer.subscribe import Subscriber
 
 CHECKPOINT = 1000  # the arrival time of this prediction marks the start of the RSS-flatness window

@@ -18,8 +18,6 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from streamer.engine.build import DEFAULT, build_engine
 from streamer.engine.identity import BatchProfile
 from streamer.errors import StreamerError

@@ -11,8 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from streamer.errors import StreamerError
 from streamer.model.demo import DEFAULT_DIR, DemoSpec, render_clip
 

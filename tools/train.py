@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from streamer.errors import StreamerError
 from streamer.model.nets import ARCHS
 from streamer.model.train import DATASETS, TrainConfig, train
@@ -65,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary))
     if a.export:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from export_onnx import main as export_main
 
         return export_main([str(result.checkpoint)])

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamer.backends.base import Backend
+from streamer.backends.base import CpuBackend
 from streamer.errors import ModelError
+from streamer.host import usable_cores
 from streamer.model.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,6 @@ def probe(name: str = NAME) -> str | None:
     return None
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def default_layout(cores: int | None = None) -> tuple[int, int]:
     """(workers, intra-op threads per run) for ``--threads 0``: two runs side by side sharing the cores.
 
@@ -47,14 +40,8 @@ def default_layout(cores: int | None = None) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-def default_threads() -> int:
-    """Intra-op threads per run for ``--threads 0`` (see :func:`default_layout`)."""
-    return default_layout()[1]
-
-
-class OrtBackend(Backend):
+class OrtBackend(CpuBackend):
     name = NAME
-    device = "cpu"
 
     def __init__(self, manifest: ModelManifest, max_batch: int, session: Any, path: Path,
                  threads: int, workers: int = 1) -> None:
@@ -69,9 +56,6 @@ class OrtBackend(Backend):
     def infer(self, images: np.ndarray, out: np.ndarray) -> None:
         (scores,) = self.session.run(self._outputs, {self._input: images})
         out[...] = scores
-
-    def warmup(self) -> None:
-        _test_run(self, self.path)
 
     def close(self) -> None:
         self.session = None

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from streamer.engine.backend import TrtBackend, import_backend
+from streamer.engine.flavour import TrtFlavour, import_flavour
 from streamer.engine.identity import BatchProfile, PlanIdentity, identity_path_for, normalise_cc
 from streamer.engine.steps import BuildPlan, CreateConfig, NetworkFromOnnx, SavePlan
 from streamer.errors import BackendUnavailableError, ModelError
@@ -79,7 +79,7 @@ def _pth_bytes(onnx_path: Path, manifest: ModelManifest | None) -> int | None:
 def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile: BatchProfile | None = None,
                  out: str | Path | None = None, out_dir: str | Path | None = None,
                  compute_capabilities: tuple[str, ...] | None = None,
-                 timing_cache: str | Path | None = DEFAULT, backend: str | TrtBackend = "auto",
+                 timing_cache: str | Path | None = DEFAULT, backend: str | TrtFlavour = "auto",
                  force: bool = False) -> BuildResult:
     """Build (or reuse) the plan for ``onnx_path``; returns where it is and its identity.
 
@@ -89,19 +89,19 @@ def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile
     profile = profile or BatchProfile()
     source, prec, manifest = resolve_onnx(onnx_path, precision)
     try:
-        trt_backend = backend if isinstance(backend, TrtBackend) else import_backend(backend)
+        flavour = backend if isinstance(backend, TrtFlavour) else import_flavour(backend)
     except BackendUnavailableError as exc:
-        raise BackendUnavailableError(f"{source}: {exc.message}", exc.hint) from exc
+        raise BackendUnavailableError(f"{source}: cannot build a plan: {exc.message}", exc.hint) from exc
     ccs = tuple(normalise_cc(c) for c in compute_capabilities) if compute_capabilities else None
     folder = Path(out_dir) if out_dir else source.parent / "plans"
     if timing_cache == DEFAULT:
-        version = ".".join(trt_backend.version.split(".")[:3])
-        timing_cache = None if trt_backend.is_rtx else folder / f"trt{version}.timing.cache"
+        version = ".".join(flavour.version.split(".")[:3])
+        timing_cache = None if flavour.is_rtx else folder / f"trt{version}.timing.cache"
     config = CreateConfig(profile, ccs, timing_cache)
     model_name = manifest.name if manifest else source.name.removesuffix(".onnx").removesuffix(".fp16")
     draft = PlanIdentity(
-        model_name=model_name, onnx_sha256=sha256_file(source), backend=trt_backend.name,
-        backend_version=trt_backend.version, compute_capabilities=config.targets(trt_backend), precision=prec,
+        model_name=model_name, onnx_sha256=sha256_file(source), backend=flavour.name,
+        backend_version=flavour.version, compute_capabilities=config.targets(flavour), precision=prec,
         profile=profile, onnx_file=source.name,
         checkpoint_sha256=manifest.checkpoint_sha256 if manifest else "",
         onnx_bytes=source.stat().st_size, pth_bytes=_pth_bytes(source, manifest),
@@ -116,7 +116,7 @@ def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile
         if existing is not None and existing.key == draft.key and existing.plan_bytes == size:
             log.info("plan up to date: %s", plan_path)
             return BuildResult(plan_path, existing, True, source)
-    network = NetworkFromOnnx(source, trt_backend)
+    network = NetworkFromOnnx(source, flavour)
     parsed = network()
     shape = tuple(parsed.input.shape)[1:]
     _, built = SavePlan(BuildPlan(parsed, config), plan_path)()

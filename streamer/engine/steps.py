@@ -20,12 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.engine.backend import (
-    DEFAULT_RTX_TARGETS,
-    TrtBackend,
-    current_compute_capability,
-    import_backend,
-)
+from streamer import cuda_env
+from streamer.engine.flavour import RTX_DEFAULT_TARGETS, TrtFlavour, import_flavour
 from streamer.engine.identity import BatchProfile
 from streamer.errors import BackendUnavailableError, ConfigError, ModelError
 
@@ -56,7 +52,7 @@ def make_logger(trt: Any) -> Any:
 class ParsedNetwork:
     """A parsed network and the objects that must outlive it."""
 
-    backend: TrtBackend
+    flavour: TrtFlavour
     builder: Any
     network: Any
     parser: Any
@@ -67,32 +63,28 @@ class ParsedNetwork:
     def input(self) -> Any:
         return self.network.get_input(0)
 
-    def describe_inputs(self) -> str:
-        return ", ".join(f"{t.name}{list(t.shape)}:{t.dtype}"
-                         for t in (self.network.get_input(i) for i in range(self.network.num_inputs)))
-
 
 class NetworkFromOnnx:
     """ONNX file → strongly typed TensorRT network (precision comes from the ONNX's own types)."""
 
-    def __init__(self, onnx_path: str | Path, backend: TrtBackend | str = "auto") -> None:
+    def __init__(self, onnx_path: str | Path, flavour: TrtFlavour | str = "auto") -> None:
         self.onnx_path = Path(onnx_path)
-        self.backend = backend
+        self.flavour = flavour
 
     def __call__(self) -> ParsedNetwork:
         path = self.onnx_path
         if not path.is_file():
             raise ModelError(f"ONNX model not found: {path}", "export one with tools/export_onnx.py")
-        backend = self.backend if isinstance(self.backend, TrtBackend) else import_backend(self.backend)
-        trt = backend.module
+        flavour = self.flavour if isinstance(self.flavour, TrtFlavour) else import_flavour(self.flavour)
+        trt = flavour.module
         logger = make_logger(trt)
         try:
             builder = trt.Builder(logger)
         except Exception as exc:  # TensorRT without a GPU/driver fails here
-            raise BackendUnavailableError(f"{backend.name} {backend.version} cannot create a builder ({exc})",
+            raise BackendUnavailableError(f"{flavour.name} {flavour.version} cannot create a builder ({exc})",
                                           "TensorRT builds on a GPU; on a CPU use tensorrt-rtx") from exc
         if builder is None:
-            raise BackendUnavailableError(f"{backend.name} {backend.version} cannot create a builder "
+            raise BackendUnavailableError(f"{flavour.name} {flavour.version} cannot create a builder "
                                           f"({'; '.join(logger.errors) or 'no reason given'})",
                                           "TensorRT builds on a GPU; on a CPU use tensorrt-rtx")
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -103,7 +95,7 @@ class NetworkFromOnnx:
         if network.num_inputs != 1:
             raise ModelError(f"{path}: not a valid ONNX model for streamer ({network.num_inputs} inputs; "
                              "one uint8 'images' input expected)", "re-export it with tools/export_onnx.py")
-        return ParsedNetwork(backend, builder, network, parser, logger, path)
+        return ParsedNetwork(flavour, builder, network, parser, logger, path)
 
     def _parse_error(self, parser: Any, logger: Any) -> ModelError:
         path = self.onnx_path
@@ -139,21 +131,21 @@ class CreateConfig:
         self.compute_capabilities = compute_capabilities
         self.timing_cache = Path(timing_cache) if timing_cache else None
 
-    def targets(self, backend: TrtBackend) -> tuple[str, ...]:
+    def targets(self, flavour: TrtFlavour) -> tuple[str, ...]:
         """The compute capabilities a plan from this config runs on."""
-        if not backend.is_rtx:
+        if not flavour.is_rtx:
             if self.compute_capabilities:
                 log.warning("TensorRT builds for the GPU it runs on; ignoring targets %s",
                             self.compute_capabilities)
-            cc = current_compute_capability()
-            return (cc,) if cc else ()
+            gpu = cuda_env.gpu_info()
+            return (gpu.cc_string,) if gpu else ()
         if self.compute_capabilities:
             return tuple(self.compute_capabilities)
-        supported = backend.supported_targets()
-        return tuple(cc for cc in DEFAULT_RTX_TARGETS if cc in supported)
+        supported = flavour.compute_capabilities()
+        return tuple(cc for cc in RTX_DEFAULT_TARGETS if cc in supported)
 
     def __call__(self, parsed: ParsedNetwork) -> Any:
-        trt = parsed.backend.module
+        trt = parsed.flavour.module
         config = parsed.builder.create_builder_config()
         tensor = parsed.input
         sample = tuple(tensor.shape)[1:]
@@ -164,13 +156,13 @@ class CreateConfig:
         p = self.profile
         profile.set_shape(tensor.name, (p.min, *sample), (p.opt, *sample), (p.max, *sample))
         config.add_optimization_profile(profile)
-        if parsed.backend.is_rtx:
-            targets = self.targets(parsed.backend)
+        if parsed.flavour.is_rtx:
+            targets = self.targets(parsed.flavour)
             config.num_compute_capabilities = len(targets)
             for i, cc in enumerate(targets):
-                if not config.set_compute_capability(parsed.backend.cc_enum(cc), i):
-                    raise ConfigError(f"{parsed.backend.name} refused compute capability target {cc}",
-                                      f"choose from {', '.join(parsed.backend.supported_targets())}")
+                if not config.set_compute_capability(parsed.flavour.cc_enum(cc), i):
+                    raise ConfigError(f"{parsed.flavour.name} refused compute capability target {cc}",
+                                      f"choose from {', '.join(parsed.flavour.compute_capabilities())}")
             if self.timing_cache:
                 log.info("TensorRT-RTX has no timing cache (its operations are no-ops); not using %s",
                          self.timing_cache)
@@ -194,20 +186,18 @@ class BuildPlan:
     def __init__(self, network: NetworkFromOnnx | ParsedNetwork, config: CreateConfig) -> None:
         self.network = network
         self.config = config
-        self.parsed: ParsedNetwork | None = None
 
     def __call__(self) -> BuiltPlan:
         parsed = self.network() if callable(self.network) else self.network
-        self.parsed = parsed
         t0 = time.perf_counter()
         config = self.config(parsed)
         serialized = parsed.builder.build_serialized_network(parsed.network, config)
         seconds = time.perf_counter() - t0
         if serialized is None:
             detail = "; ".join(parsed.logger.errors[-3:]) or "no reason given"
-            raise ModelError(f"{parsed.onnx_path}: {parsed.backend.name} could not build a plan ({detail})",
+            raise ModelError(f"{parsed.onnx_path}: {parsed.flavour.name} could not build a plan ({detail})",
                              "check the ONNX ops/types are supported, or try another --precision/profile")
-        if self.config.timing_cache and not parsed.backend.is_rtx:
+        if self.config.timing_cache and not parsed.flavour.is_rtx:
             _atomic_write(self.config.timing_cache, bytes(config.get_timing_cache().serialize()))
         return BuiltPlan(bytes(serialized), seconds)
 

@@ -1,11 +1,13 @@
 """The CUDA executor: N slots of pinned host + device buffers, each with its own stream and event (pycuda).
 
-``submit`` queues, on the slot's stream, H2D of ``count`` rows → ``backend.enqueue(slot, count)`` → D2H of
-``count`` rows → event record, and returns at once; ``collect`` (base class) hands slots back in submission
-order once their event has fired. With 2+ slots the batcher fills one slot while another is on the GPU.
+``submit`` queues, on the slot's stream, H2D of ``count`` rows (unless the producer already filled the device
+input: ``input_on_device``) → ``engine.enqueue(slot, count)`` → D2H of ``count`` rows → event record, and
+returns at once; ``collect`` hands slots back in submission order, waiting on each one's event (a
+blocking-sync event: the waiting thread sleeps instead of spinning). With 2+ slots the batcher fills one slot
+while another is on the GPU.
 
 Contexts: pycuda runs on the device's *primary* context — the one the CUDA runtime (PyTorch, TensorRT)
-uses — so a backend's kernels can run on these streams over these buffers. CUDA keeps the current context
+uses — so an engine's kernels can run on these streams over these buffers. CUDA keeps the current context
 per thread; every entry point here pushes the primary context for the calling thread (the batcher thread
 submits, a results thread collects) and pops it afterwards, so no thread is left holding it.
 The primary context is retained once per process and never released: CUDA objects freed late (pinned
@@ -15,24 +17,26 @@ arrays the garbage collector reaches after ``close``) then never meet a dead con
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from streamer.errors import BackendUnavailableError, ConfigError
-from streamer.executors.base import Executor, Slot
+from streamer.executors.base import Executor
+from streamer.executors.contract import CudaEngine, CudaSlot
 
-if TYPE_CHECKING:
-    from streamer.backends.base import Backend
+log = logging.getLogger(__name__)
 
 _STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit sync with the legacy default stream
 _POLL_MAX_S = 100e-6  # longest nap between event queries when collect() has a timeout
 
 
-def _driver() -> Any:
+def driver() -> Any:
+    """``pycuda.driver``, or a one-line error naming the extra to install."""
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
@@ -48,12 +52,13 @@ class PrimaryContext:
     _lock = threading.Lock()
 
     def __init__(self, device_index: int) -> None:
-        cuda = _driver()
+        cuda = driver()
         cuda.init()
         if device_index >= cuda.Device.count():
             raise ConfigError(f"CUDA device {device_index} does not exist ({cuda.Device.count()} present)",
                               "pick a device index below the count nvidia-smi shows")
         self._cuda = cuda
+        self.device_index = device_index
         self.device = cuda.Device(device_index)
         self.context = self.device.retain_primary_context()
         self._local = threading.local()
@@ -79,126 +84,107 @@ class PrimaryContext:
                 self._cuda.Context.pop()
 
 
-class CudaSlot(Slot):
-    """A slot plus device input/output (``pycuda.gpuarray.GPUArray``: they expose
-    ``__cuda_array_interface__``, so PyTorch can wrap them without a copy), a stream and an event."""
+class _LaunchedSlot(CudaSlot):
+    """A CUDA slot plus this executor's own bookkeeping (when it was submitted, whether it was launched)."""
 
-    def __init__(self, index: int, max_batch: int, input_shape: tuple[int, ...], input_dtype: np.dtype,
-                 num_classes: int) -> None:
-        cuda = _driver()
-        import pycuda.gpuarray as gpuarray
-
-        host_input = cuda.pagelocked_empty((max_batch, *input_shape), input_dtype)
-        host_output = cuda.pagelocked_empty((max_batch, num_classes), np.float32)
-        super().__init__(index, host_input, host_output)
-        self.device_input = gpuarray.empty((max_batch, *input_shape), input_dtype)
-        self.device_output = gpuarray.empty((max_batch, num_classes), np.float32)
-        # zeroed (a memset: gpuarray.zeros would compile a fill kernel with nvcc): rows past a partial batch
-        # that a backend computes anyway (padded CUDA-graph buckets) then never hold NaN garbage
-        cuda.memset_d8(self.device_input.gpudata, 0, self.device_input.nbytes)
-        cuda.memset_d8(self.device_output.gpudata, 0, self.device_output.nbytes)
-        self.stream = cuda.Stream(_STREAM_NON_BLOCKING)
-        self.event = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.launched = threading.Event()  # set once _launch has recorded (or failed) this batch
-        self.backend_state: Any = None  # per-slot state a backend keeps (TensorRT context, CUDA graphs)
-
-    @property
-    def input_ptr(self) -> int:
-        return int(self.device_input.gpudata)
-
-    @property
-    def output_ptr(self) -> int:
-        return int(self.device_output.gpudata)
+        self.submitted_at = 0.0
 
     def reset(self) -> None:
         super().reset()
         self.launched.clear()
 
-    def free_device(self) -> None:
-        self.backend_state = None
-        self.device_input.gpudata.free()
-        self.device_output.gpudata.free()
+
+def _make_slot(cuda: Any, index: int, max_batch: int, sample_shape: tuple[int, ...], input_dtype: np.dtype,
+               num_classes: int) -> _LaunchedSlot:
+    import pycuda.gpuarray as gpuarray
+
+    device_input = gpuarray.empty((max_batch, *sample_shape), input_dtype)
+    device_output = gpuarray.empty((max_batch, num_classes), np.float32)
+    # zeroed (a memset: gpuarray.zeros would compile a fill kernel with nvcc): rows past a partial batch that
+    # an engine computes anyway (padded CUDA-graph buckets) then never hold NaN garbage
+    cuda.memset_d8(device_input.gpudata, 0, device_input.nbytes)
+    cuda.memset_d8(device_output.gpudata, 0, device_output.nbytes)
+    return _LaunchedSlot(
+        index,
+        cuda.pagelocked_empty((max_batch, *sample_shape), input_dtype),
+        cuda.pagelocked_empty((max_batch, num_classes), np.float32),
+        device_input=device_input, device_output=device_output,
+        stream=cuda.Stream(_STREAM_NON_BLOCKING),
+        event=cuda.Event(cuda.event_flags.DISABLE_TIMING | cuda.event_flags.BLOCKING_SYNC),
+    )
 
 
-class CudaExecutor(Executor):
-    """Runs a CUDA backend (``backend.device == "cuda"``) over ``num_slots`` double-buffered slots.
+class CudaExecutor(Executor[_LaunchedSlot]):
+    """Runs a CUDA engine over ``num_slots`` double-buffered slots on GPU ``device_index``."""
 
-    Backends may define ``prepare_slots(slots)`` (called once here, under the primary context: bind
-    tensor addresses, capture CUDA graphs) and ``release_slots(slots)`` (called on close), and may set
-    ``input_dtype`` / ``input_shape`` (default uint8, (H, W, 3)) for the slots' input buffers.
-    """
+    def __init__(self, engine: CudaEngine, max_batch: int, num_slots: int = 2, device_index: int = 0) -> None:
+        if num_slots < 1:
+            raise ValueError("num_slots must be >= 1")
+        if max_batch > engine.max_batch:
+            raise ConfigError(f"executor batch {max_batch} exceeds the engine's max batch {engine.max_batch}",
+                              "load the engine with a larger max_batch")
+        self._cuda = driver()
+        self.context = PrimaryContext.get(device_index)
+        self.engine = engine
+        spec = engine.batch_spec
+        with self.context.active():
+            slots = [_make_slot(self._cuda, i, max_batch, spec.sample_shape, spec.input_dtype,
+                                spec.num_classes) for i in range(num_slots)]
+            engine.prepare(slots)
+        super().__init__(max_batch, slots)
 
-    def __init__(self, backend: Backend, max_batch: int, num_slots: int = 2, device_index: int = 0) -> None:
-        if backend.device != "cuda":
-            raise ConfigError(f"backend {backend.name} runs on {backend.device}, not on the CUDA executor",
-                              "use the CPU executor for CPU backends")
-        if max_batch > backend.max_batch:
-            raise ConfigError(f"executor batch {max_batch} exceeds the backend's max batch "
-                              f"{backend.max_batch}", "load the backend with a larger max_batch")
-        super().__init__(backend, max_batch, num_slots)
-        self._ctx = PrimaryContext.get(device_index)
-        h, w = backend.manifest.input_hw
-        input_shape = tuple(getattr(backend, "input_shape", (h, w, 3)))
-        input_dtype = np.dtype(getattr(backend, "input_dtype", np.uint8))
-        with self._ctx.active():
-            slots = [CudaSlot(i, max_batch, input_shape, input_dtype, backend.manifest.num_classes)
-                     for i in range(num_slots)]
-            prepare = getattr(backend, "prepare_slots", None)
-            if prepare is not None:
-                prepare(slots)
-        self._add_slots(list(slots))
-        self._cuda = _driver()
-
-    @property
-    def context(self) -> PrimaryContext:
-        return self._ctx
-
-    def _launch(self, slot: Slot) -> None:
-        assert isinstance(slot, CudaSlot)
+    def _launch(self, slot: _LaunchedSlot) -> None:
         cuda = self._cuda
         n = slot.count
-        slot.submit_time = time.perf_counter()
+        slot.submitted_at = time.perf_counter()
         try:
-            with self._ctx.active():
-                cuda.memcpy_htod_async(slot.device_input.gpudata, slot.host_input[:n], slot.stream)
-                self.backend.enqueue(slot, n)
+            with self.context.active():
+                if not slot.input_on_device:
+                    cuda.memcpy_htod_async(slot.device_input.gpudata, slot.host_input[:n], slot.stream)
+                self.engine.enqueue(slot, n)
                 cuda.memcpy_dtoh_async(slot.host_output[:n], slot.device_output.gpudata, slot.stream)
                 slot.event.record(slot.stream)
         except Exception as exc:  # reported through collect(); the executor keeps running
             slot.error = exc
-            with contextlib.suppress(Exception), self._ctx.active():
-                slot.stream.synchronize()  # nothing of this batch may still read the host buffer
+            self._drain(slot)  # nothing of this batch may still read the host buffer when it is reused
         finally:
             slot.launched.set()
 
-    def _wait_done(self, slot: Slot, timeout: float | None) -> bool:
-        assert isinstance(slot, CudaSlot)
+    def _drain(self, slot: _LaunchedSlot) -> None:
+        try:
+            with self.context.active():
+                slot.stream.synchronize()
+        except Exception as exc:
+            log.error("slot %d: its CUDA stream failed to synchronise (%s: %s)", slot.index,
+                      type(exc).__name__, exc)
+
+    def _wait_done(self, slot: _LaunchedSlot, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         if not slot.launched.wait(timeout):
             return False
         if slot.error is None:
-            with self._ctx.active():
+            with self.context.active():
                 if deadline is None:
                     slot.event.synchronize()
-                else:
+                else:  # a bounded wait: the driver has no timed event wait, so query with short naps
                     nap = 10e-6
                     while not slot.event.query():
                         if time.monotonic() >= deadline:
                             return False
                         time.sleep(nap)
                         nap = min(nap * 2, _POLL_MAX_S)
-        slot.done_time = time.perf_counter()
+        slot.engine_s = time.perf_counter() - slot.submitted_at
         return True
 
     def _shutdown(self) -> None:
-        slots = [s for s in self.slots if isinstance(s, CudaSlot)]
-        with self._ctx.active():
-            for slot in slots:
-                with contextlib.suppress(Exception):
-                    slot.stream.synchronize()
-            release = getattr(self.backend, "release_slots", None)
-            if release is not None:
-                release(slots)
-            for slot in slots:
-                with contextlib.suppress(Exception):
-                    slot.free_device()
+        with self.context.active():
+            for slot in self.slots:
+                self._drain(slot)
+            self.engine.release(self.slots)
+            for slot in self.slots:
+                slot.engine_state = None
+                slot.device_input.gpudata.free()
+                slot.device_output.gpudata.free()

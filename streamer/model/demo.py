@@ -20,9 +20,9 @@ import numpy as np
 
 from streamer.errors import SourceError
 from streamer.model import shapes
+from streamer.paths import DEMO_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = REPO_ROOT / "engines" / "demo"
+DEFAULT_DIR = DEMO_DIR  # the committed clip (a checkout's engines/demo, or an installed wheel's copy)
 VIDEO_NAME = "shapes_demo.mp4"
 TRUTH_NAME = "shapes_demo.json"
 

@@ -99,7 +99,3 @@ def build_net(arch: str, num_classes: int) -> nn.Module:
     if num_classes < 2:
         raise ModelError(f"{arch}: needs at least 2 classes, got {num_classes}")
     return ARCHS[arch](num_classes)
-
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())

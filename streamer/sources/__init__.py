@@ -9,6 +9,7 @@ from __future__ import annotations
 from streamer.sources.base import Frame, FrameSource, Policy, SourceState
 from streamer.sources.buffer import FrameBuffer
 from streamer.sources.factory import make_source, open_source, redact_url, unique_names
+from streamer.sources.live import busy_captures
 from streamer.sources.reader import SourceReader
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Policy",
     "SourceReader",
     "SourceState",
+    "busy_captures",
     "make_source",
     "open_source",
     "redact_url",

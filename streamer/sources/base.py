@@ -18,9 +18,10 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,11 +65,14 @@ StateListener = Callable[["FrameSource", SourceState, str], None]
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One decoded frame: BGR uint8 HxWx3, its per-source index and capture time (UNIX epoch seconds)."""
+    """One decoded frame: BGR uint8 HxWx3, its per-source index and capture time, as UNIX epoch seconds (for
+    the wire) and on the monotonic clock (for latencies measured in this process: a clock step cannot skew
+    them)."""
 
     image: np.ndarray
     index: int
     capture_time: float
+    capture_mono: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:

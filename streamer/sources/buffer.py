@@ -38,7 +38,6 @@ class FrameBuffer:
         self.down = False
         self.dropped = 0  # total frames dropped by this buffer
         self._dropped_untaken = 0
-        self.put_count = 0
         self.taken = 0
 
     def put(self, frame: Frame, timeout: float | None = None) -> bool:
@@ -56,7 +55,6 @@ class FrameBuffer:
                     self.dropped += 1
                     self._dropped_untaken += 1
             self._frames.append(frame)
-            self.put_count += 1
             self.cond.notify_all()
             return True
 

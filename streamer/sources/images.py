@@ -68,6 +68,6 @@ class ImageFilesSource(FrameSource):
                 self.skipped += 1
                 log.warning("source %s: skipping unreadable image %s", self.name, path)
                 continue
-            return Frame(to_bgr8(image), index, time.time())
+            return Frame(to_bgr8(image), index, time.time(), time.monotonic())
         self.detail = "end of images" + (f" ({self.skipped} unreadable skipped)" if self.skipped else "")
         return None

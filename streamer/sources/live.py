@@ -102,7 +102,8 @@ class _Connection:
 
     def __init__(self, open_capture: Callable[[], cv2.VideoCapture], label: str,
                  on_skip: Callable[[int], None]) -> None:
-        self.frames: queue.Queue[tuple[np.ndarray, float]] = queue.Queue(maxsize=1)
+        # (image, capture time, capture time on the monotonic clock)
+        self.frames: queue.Queue[tuple[np.ndarray, float, float]] = queue.Queue(maxsize=1)
         self.opened = threading.Event()  # set once the open finished, successfully or not
         self.ended = threading.Event()  # set when the thread stops delivering (after its last frame)
         self.ok = False
@@ -149,7 +150,7 @@ class _Connection:
                 if failures:
                     self._on_skip(failures)
                     failures = 0
-                item = (to_bgr8(image), time.time())
+                item = (to_bgr8(image), time.time(), time.monotonic())
                 self.size = (item[0].shape[1], item[0].shape[0])
                 while not self._abandoned.is_set():
                     try:
@@ -232,13 +233,13 @@ class LiveCaptureSource(FrameSource):
                 continue
             got = self._next_from(conn)
             if got is not None:
-                image, captured = got
-                frame = Frame(image, self._next_index, captured)
+                image, wall, mono = got
+                frame = Frame(image, self._next_index, wall, mono)
                 self._next_index += 1
                 return frame
         return None
 
-    def _next_from(self, conn: _Connection) -> tuple[np.ndarray, float] | None:
+    def _next_from(self, conn: _Connection) -> tuple[np.ndarray, float, float] | None:
         """The connection's next frame; None when it was lost (ended, or silent for ``timeout_s``) or the
         source was stopped."""
         deadline = time.monotonic() + self.options.timeout_s

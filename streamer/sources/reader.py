@@ -43,10 +43,6 @@ class SourceReader:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def _on_state(self, source: FrameSource, state: SourceState, detail: str) -> None:
         down = state in _DOWN
         if down != self.buffer.down:
@@ -72,7 +68,8 @@ class SourceReader:
                     if delay > 0 and self._stop.wait(delay):
                         break
                     # a paced frame is "captured" when it is due, as a camera's would be
-                    frame = dataclasses.replace(frame, capture_time=time.time())
+                    frame = dataclasses.replace(frame, capture_time=time.time(),
+                                                capture_mono=time.monotonic())
                 if not buffer.put(frame):
                     break
                 if self.max_frames and source.frames_read >= self.max_frames:

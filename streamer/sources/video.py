@@ -26,7 +26,6 @@ class VideoCaptureSource(FrameSource):
         super().__init__(name, spec, is_live=is_live, realtime=realtime)
         self._cap: cv2.VideoCapture | None = None
         self._next_index = 0
-        self.read_failures = 0  # failed reads that were retried
 
     def _capture(self) -> cv2.VideoCapture:
         raise NotImplementedError
@@ -54,14 +53,13 @@ class VideoCaptureSource(FrameSource):
             if ok and image is not None:
                 break
             failures += 1
-            self.read_failures += 1
             if self._at_end() or failures >= MAX_READ_FAILURES:
                 return self._on_read_failure(failures)
         if failures:  # a corrupt packet in the middle: skipped, counted, logged
             self.skipped += failures
             log.warning("source %s: skipped %d unreadable frame(s) before frame %d (%d in all)", self.name,
                         failures, self._next_index, self.skipped)
-        frame = Frame(to_bgr8(image), self._next_index, time.time())
+        frame = Frame(to_bgr8(image), self._next_index, time.time(), time.monotonic())
         self._next_index += 1
         return frame
 

@@ -11,9 +11,11 @@ from streamer import cuda_env
 from streamer.backends import select, torch_cuda
 from streamer.backends import tensorrt as trt_adapter
 from streamer.cuda_env import CudaProbe, GpuInfo
+from streamer.engine import flavour
 from streamer.errors import BackendUnavailableError, ConfigError
 
 NO_GPU = cuda_env.no_gpu_reason() is not None
+RTX = "tensorrt-rtx"
 
 
 def _fake_gpu(monkeypatch: pytest.MonkeyPatch, cc: tuple[int, int], name: str = "Fake GPU") -> None:
@@ -62,13 +64,13 @@ def test_unknown_backend_names_the_choices() -> None:
 
 
 def test_tensorrt_missing_package_is_named_with_its_install_route() -> None:
-    if trt_adapter.package_present("tensorrt"):
+    if flavour.installed("tensorrt"):
         pytest.skip("tensorrt is installed here")
     reason = trt_adapter.probe("tensorrt")
     assert reason is not None and "tensorrt" in reason and "not installed" in reason
 
 
-@pytest.mark.skipif(not trt_adapter.package_present("tensorrt-rtx"), reason="tensorrt_rtx not installed")
+@pytest.mark.skipif(not flavour.installed("tensorrt-rtx"), reason="tensorrt_rtx not installed")
 def test_rtx_refuses_hopper_by_compute_capability(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_gpu(monkeypatch, (9, 0), "NVIDIA H100 80GB HBM3")
     reason = trt_adapter.probe("tensorrt-rtx")
@@ -77,12 +79,12 @@ def test_rtx_refuses_hopper_by_compute_capability(monkeypatch: pytest.MonkeyPatc
     assert "8.9" in reason  # the message lists what is supported
 
 
-@pytest.mark.skipif(not trt_adapter.package_present("tensorrt-rtx"), reason="tensorrt_rtx not installed")
+@pytest.mark.skipif(not flavour.installed("tensorrt-rtx"), reason="tensorrt_rtx not installed")
 @pytest.mark.parametrize("cc", [(8, 0), (8, 6), (8, 9), (12, 0)])
 def test_rtx_accepts_supported_compute_capabilities(monkeypatch: pytest.MonkeyPatch,
                                                     cc: tuple[int, int]) -> None:
     _fake_gpu(monkeypatch, cc)
-    assert trt_adapter.rtx_supports(cc)
+    assert flavour.runs_on(RTX, f"{cc[0]}.{cc[1]}")
     reason = trt_adapter.probe("tensorrt-rtx")
     # the compute capability passes; what may remain is the CUDA plumbing (pycuda) on this machine
     assert reason is None or "compute capability" not in reason
@@ -106,7 +108,7 @@ def test_auto_order_with_fake_probes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_hopper_auto_skips_rtx_and_reaches_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     """On an H100 with tensorrt_rtx installed, auto must pass over RTX (CC 9.0) and take PyTorch CUDA."""
-    if not trt_adapter.package_present("tensorrt-rtx"):
+    if not flavour.installed("tensorrt-rtx"):
         pytest.skip("tensorrt_rtx not installed")
     _fake_gpu(monkeypatch, (9, 0), "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(torch_cuda, "probe", lambda name="torch": None)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamer_helpers import COLORS
 
-from streamer.backends.base import Backend
+from streamer.backends.base import CpuBackend
 from streamer.backends.ort import load
 from streamer.executors.cpu import CpuExecutor
 from streamer.model.manifest import ModelManifest
@@ -17,11 +17,10 @@ from streamer.model.manifest import ModelManifest
 MANIFEST = ModelManifest(name="gate", labels=("a", "b"), input_hw=(4, 4), mean=(0, 0, 0), std=(1, 1, 1))
 
 
-class GatedBackend(Backend):
+class GatedBackend(CpuBackend):
     """Each infer waits for the test to open its gate, so slots stay in flight as long as the test wants."""
 
     name = "gated"
-    device = "cpu"
 
     def __init__(self) -> None:
         super().__init__(MANIFEST, max_batch=4)
@@ -134,14 +133,14 @@ def test_double_buffering_with_onnx_runtime(color_model: Path) -> None:
         assert expected == []
 
 
-class ValueGatedBackend(Backend):
+class ValueGatedBackend(CpuBackend):
     """Each batch waits for the gate of its first pixel's value; ``started`` tells that a run has begun."""
 
     name = "value-gated"
-    device = "cpu"
 
-    def __init__(self, values: set[int]) -> None:
+    def __init__(self, values: set[int], workers: int = 1) -> None:
         super().__init__(MANIFEST, max_batch=4)
+        self.workers = workers
         self.gates = {v: threading.Event() for v in values}
         self.started = {v: threading.Event() for v in values}
 
@@ -154,8 +153,8 @@ class ValueGatedBackend(Backend):
 
 
 def test_two_workers_run_batches_at_once_and_results_stay_in_order() -> None:
-    backend = ValueGatedBackend({10, 30})
-    with CpuExecutor(backend, max_batch=4, num_slots=3, workers=2) as ex:
+    backend = ValueGatedBackend({10, 30}, workers=2)
+    with CpuExecutor(backend, max_batch=4, num_slots=3) as ex:
         a, b = ex.acquire(timeout=1.0), ex.acquire(timeout=1.0)
         assert a is not None and b is not None
         fill(a, [10])
@@ -169,15 +168,12 @@ def test_two_workers_run_batches_at_once_and_results_stay_in_order() -> None:
         assert ex.collect(timeout=5.0) is a
         assert ex.collect(timeout=5.0) is b
         assert b.host_output[0, 0] == pytest.approx(30 / 255.0)
-        assert a.run_s > 0 and b.run_s > 0
+        assert a.engine_s > 0 and b.engine_s > 0
 
 
-def test_the_pipeline_gives_a_cpu_backend_one_slot_more_than_its_workers() -> None:
-    from streamer.pipeline import make_executor
-
-    backend = ValueGatedBackend(set())
-    backend.workers = 2  # type: ignore[attr-defined]
-    ex = make_executor(backend, 4, slots=2)
+def test_a_cpu_backend_gets_one_slot_more_than_its_workers() -> None:
+    backend = ValueGatedBackend(set(), workers=2)
+    ex = backend.make_executor(4, slots=2)
     try:
         assert isinstance(ex, CpuExecutor)
         assert len(ex.workers) == 2 and len(ex.slots) == 3

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+import train as train_tool
 
 from streamer.errors import ModelError
 from streamer.model import shapes
@@ -22,8 +23,6 @@ from streamer.model.nets import build_net
 from streamer.model.wrap import normalise_rgb
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-import train as train_tool  # noqa: E402
 
 
 def test_tiny_training_run_through_the_tool(tmp_path):
