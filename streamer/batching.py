@@ -4,9 +4,17 @@ on a short deadline after the batch's first frame (like DeepStream's ``batched-p
 When every open source is live and has already put its newest frame in the batch, the batch closes at
 once: the next frame of any of them is a frame period away, far beyond the deadline.
 
+A frame decoded on the GPU (NVDEC: its image is a ``streamer.gpu.frames.DeviceFrame``) is not resized here but
+asked to ``fill_row``: the kernel writes the row straight into the slot's device input on the slot's stream;
+a batch that mixes such rows with host rows uploads the host rows itself (``upload_rows``).
+
 Its output is one ordered stream (``outbox``): each submitted Slot, a ``SourceEnd`` once a source's last frame
 is in a submitted slot, and a final ``None``. The results side consumes it in order, so an end-of-stream is
 published after that source's last prediction.
+
+Buffers can be added while it runs (``add``); a finished buffer leaves the batcher once its end is reported.
+It ends when every buffer has finished — unless ``keep_open``, when it ends only after ``seal()`` (no more
+buffers will come) and every buffer has finished, so a service can run with no source for a while.
 """
 
 from __future__ import annotations
@@ -16,14 +24,18 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from streamer.executors.base import Executor
 from streamer.executors.contract import Slot
+from streamer.metrics import Timings
 from streamer.preprocess import resize_into
 from streamer.sources.base import Frame, Policy
 from streamer.sources.buffer import FrameBuffer
+from streamer.view.tap import FrameTap, picture_of
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,9 @@ class FrameTag:
     capture_time: float  # UNIX epoch seconds (what goes on the wire)
     capture_mono: float  # time.monotonic() at capture (what in-process latencies are measured from)
     dropped: int  # frames this source dropped since its previous batched frame
+    file: str = ""  # an image source's file (Frame.file)
+    # the frame as a host BGR image when a viewer (--annotate, --preview) took it (streamer.view.tap)
+    picture: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -47,25 +62,39 @@ class SourceEnd:
     frames: int  # frames of this source that went into batches
     reason: str
     failed: bool = False
+    skipped: int = 0  # frames the source could not decode (eos ``skipped``)
 
 
 BatchEvent = Slot | SourceEnd | None
+
+
+class SealedError(RuntimeError):
+    """A buffer was added after the batcher stopped taking new ones (the run is ending)."""
 
 
 class Batcher:
     """One thread: acquire a free slot, fill it round-robin from the buffers, submit it, repeat."""
 
     def __init__(self, buffers: Sequence[FrameBuffer], executor: Executor[Any], batch_size: int,
-                 timeout_s: float = 0.005, outbox: queue.Queue[BatchEvent] | None = None) -> None:
-        if not buffers:
-            raise ValueError("no buffers to batch")
-        conds = {id(b.cond) for b in buffers}
+                 timeout_s: float = 0.005, outbox: queue.Queue[BatchEvent] | None = None, *,
+                 cond: threading.Condition | None = None, keep_open: bool = False,
+                 timings: Timings | None = None, tap: FrameTap | None = None) -> None:
+        """``cond``: the condition every buffer shares (needed when ``buffers`` is empty); ``keep_open``: do
+        not end when the last buffer finishes, only after ``seal()``; ``timings``: resize and queue times
+        are added to it once per batch; ``tap``: what the viewers take of each frame (its FrameTag's
+        ``picture``)."""
+        if not buffers and cond is None:
+            raise ValueError("no buffers to batch (and no condition for buffers added later)")
+        conds = {id(b.cond) for b in buffers} | ({id(cond)} if cond is not None else set())
         if len(conds) != 1:
             raise ValueError("all buffers must share one condition variable")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.buffers = list(buffers)
-        self.cond = buffers[0].cond
+        self.cond = cond if cond is not None else buffers[0].cond
+        self.keep_open = keep_open
+        self.timings = timings
+        self.tap = tap  # None: no viewer, and no cost per frame
         self.executor = executor
         self.batch_size = min(batch_size, executor.max_batch)
         self.timeout_s = max(0.0, timeout_s)
@@ -75,7 +104,7 @@ class Batcher:
         self.resize_s = 0.0  # time spent resizing frames into slots
         self.error: BaseException | None = None
         self._rr = 0
-        self._reported: set[int] = set()
+        self._sealed = False
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
 
@@ -92,6 +121,27 @@ class Batcher:
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def add(self, buffer: FrameBuffer) -> None:
+        """Batch one more buffer from now on. SealedError when the batcher takes no more (it was sealed, or it
+        is not ``keep_open`` and every buffer has finished: the run is ending)."""
+        if buffer.cond is not self.cond:
+            raise ValueError("all buffers must share one condition variable")
+        with self.cond:
+            if self._sealed or self._abort.is_set() or (not self.keep_open and self._all_finished()):
+                raise SealedError("the run is ending: it takes no new sources")
+            self.buffers.append(buffer)
+            self.cond.notify_all()
+
+    def seal(self) -> None:
+        """No more buffers: end once the current ones have finished."""
+        with self.cond:
+            self._sealed = True
+            self.cond.notify_all()
 
     @property
     def mean_batch(self) -> float:
@@ -114,7 +164,7 @@ class Batcher:
                 else:
                     self.executor.release(slot)
                 self._report_ends()
-                if self._all_finished():
+                if self._done():
                     break
         except BaseException as exc:
             self.error = exc
@@ -135,12 +185,16 @@ class Batcher:
         deadline = 0.0
         rows = slot.host_input
         contributed: set[int] = set()
+        resize_s: list[float] = []  # per frame, for the timings (added once per batch)
+        queued_s: list[float] = []
+        host_rows: list[int] = []  # rows resized on the host (the executor uploads them, or on_device does)
+        on_device: Any = None  # a GPU frame that wrote its row into the slot's device input
         while n < self.batch_size and not self._abort.is_set():
             with self.cond:
                 got = self._take()
                 if got is None:
                     if n == 0:
-                        if self._all_finished() or self._unreported_end():
+                        if self._done() or self._unreported_end():
                             break
                         self.cond.wait(IDLE_WAIT_S)
                         continue
@@ -152,13 +206,26 @@ class Batcher:
             buffer, frame, dropped = got
             contributed.add(id(buffer))
             t0 = time.perf_counter()
-            resize_into(frame.image, rows[n])
-            self.resize_s += time.perf_counter() - t0
+            queued_s.append(time.monotonic() - frame.capture_mono)
+            image = frame.image
+            if isinstance(image, np.ndarray):
+                resize_into(image, rows[n])
+                host_rows.append(n)
+            elif image.fill_row(slot, n):  # decoded on the GPU: converted and resized there, into the slot
+                on_device = image
+            resize_s.append(time.perf_counter() - t0)
+            picture = None if self.tap is None else self.tap.take(buffer.source, picture_of(image))
             slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, frame.capture_mono,
-                                      dropped))
+                                      dropped, frame.file, picture))
             n += 1
             if n == 1:
                 deadline = time.monotonic() + self.timeout_s
+        if on_device is not None:  # the input is on the device: the host rows of a mixed batch go up too
+            on_device.upload_rows(slot, host_rows)
+        self.resize_s += sum(resize_s)
+        if self.timings is not None and n:
+            self.timings.stages["resize"].observe_many(resize_s)
+            self.timings.stages["queue"].observe_many(queued_s)
         return n
 
     def _take(self) -> tuple[FrameBuffer, Frame, int] | None:
@@ -182,12 +249,20 @@ class Batcher:
     def _all_finished(self) -> bool:
         return all(b.finished for b in self.buffers)
 
+    def _done(self) -> bool:
+        """Nothing more will come: every buffer has finished, and no buffer can be added any more."""
+        return (self._sealed or not self.keep_open) and self._all_finished()
+
     def _unreported_end(self) -> bool:
-        return any(b.finished and i not in self._reported for i, b in enumerate(self.buffers))
+        return any(b.finished for b in self.buffers)
 
     def _report_ends(self) -> None:
+        """A finished buffer's end goes out (after its last slot) and the buffer leaves the round-robin."""
         with self.cond:
-            ends = [(i, b) for i, b in enumerate(self.buffers) if b.finished and i not in self._reported]
-        for i, b in ends:
-            self._reported.add(i)
-            self.outbox.put(SourceEnd(b.source, b.taken, b.reason, b.failed))
+            ends = [b for b in self.buffers if b.finished]
+            if not ends:
+                return
+            self.buffers = [b for b in self.buffers if not b.finished]
+            self._rr = self._rr % len(self.buffers) if self.buffers else 0
+        for b in ends:
+            self.outbox.put(SourceEnd(b.source, b.taken, b.reason, b.failed, b.skipped))

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from streamer import __version__
 from streamer.config import SECTIONS, SETTINGS, Setting, Settings, load_settings, to_toml
 from streamer.errors import ConfigError, StreamerError
+from streamer.outputs import write_file
 
 log = logging.getLogger("streamer")
 
@@ -32,6 +33,11 @@ Cameras and streams that drop out are reconnected with backoff ([live] in the co
 Every setting has a key in a --config TOML file, layered over the defaults; flags win.
 streamer --print-config lists them all, with the values a command line runs with.
 Subscribe with: streamer-sub tcp://127.0.0.1:5555
+
+exit status: 0 done (every source ended, or stopped by SIGINT/SIGTERM after draining); 1 it ran, but a
+source failed or was given up, or batches failed; 2 a one-line error (bad argument or config, missing or
+unreadable input, an output path that would destroy a file, a model that does not fit, an endpoint in
+use, an output that could not be written); 128+N a second signal N (no drain).
 """
 
 
@@ -130,13 +136,32 @@ def release_logs(held: logging.handlers.MemoryHandler, keep: bool) -> None:
     root.handlers[:] = [target] if target is not None else []
 
 
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"
+_ffmpeg_quieted: list[bool] = []  # [True] once quiet_native_logs set FFMPEG_LOGLEVEL_ENV itself
+
+
 def quiet_native_logs(level: str) -> None:
     """OpenCV and FFmpeg print their own warnings (a missing camera, a refused URL) unless told not to;
-    the source reports those as one-line errors instead. FFmpeg stays quiet at every level: its verbose
-    output prints stream URLs with their credentials. Must run before cv2 is imported."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    the source reports those as one-line errors instead. FFmpeg's verbose output prints stream URLs with
+    their credentials: it stays quiet until :func:`route_ffmpeg_logs` takes its errors into the log. Must
+    run before cv2 is imported. A user's own OPENCV_FFMPEG_LOGLEVEL wins."""
+    if FFMPEG_LOGLEVEL_ENV not in os.environ:
+        os.environ[FFMPEG_LOGLEVEL_ENV] = "-8"  # AV_LOG_QUIET
+        _ffmpeg_quieted[:] = [True]
     if level != "debug":
         os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
+def route_ffmpeg_logs() -> bool:
+    """Once cv2 is loaded: FFmpeg's errors (a damaged file's decoder complaints) go to the log, counted per
+    source (``streamer.sources.ffmpeg_log``), instead of being silenced. False when that is not possible
+    here or the user set OPENCV_FFMPEG_LOGLEVEL (FFmpeg then stays as it was)."""
+    from streamer.sources import ffmpeg_log
+
+    if not _ffmpeg_quieted or not ffmpeg_log.install():
+        return False
+    os.environ.pop(FFMPEG_LOGLEVEL_ENV, None)  # set, it makes OpenCV install its own printer on each open
+    return True
 
 
 def make_progress(mode: str) -> Any:
@@ -158,9 +183,21 @@ def run(settings: Settings) -> int:
     quiet_native_logs(settings.log_level)
     held = setup_logging(settings.log_level)
 
+    from streamer.control.api import serve
     from streamer.pipeline import Pipeline, StopRequested
+    from streamer.sources import ffmpeg_log
 
-    pipeline = Pipeline(settings)
+    route_ffmpeg_logs()
+    pipeline: Any
+    serve_control: Any
+    if settings.workers:  # a driver over Ray workers, each running a pipeline (docs/scale-out.md)
+        from streamer.scale.control import serve_driver
+        from streamer.scale.driver import Driver
+
+        pipeline, serve_control = Driver(settings), serve_driver
+    else:
+        pipeline, serve_control = Pipeline(settings), serve
+    control = None  # the HTTP control plane (--http), bound before the pipeline opens
     signals: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -177,6 +214,7 @@ def run(settings: Settings) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
+            control = serve_control(settings, pipeline)
             pipeline.open()
         except StopRequested:
             release_logs(held, keep=settings.log_level == "debug")
@@ -188,15 +226,24 @@ def run(settings: Settings) -> int:
         release_logs(held, keep=True)
         try:
             summary = pipeline.run(progress=make_progress(settings.progress))
+        except StopRequested:  # a signal while it waited for subscribers: nothing was read
+            print("streamer: stopped before the first frame", file=sys.stderr)
+            return 0
         finally:
             pipeline.close()
     finally:
+        if control is not None:
+            control.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if settings.summary_json:
-        summary.write_json(settings.summary_json)
+        ffmpeg_log.uninstall()
+    if unattributed := ffmpeg_log.count_for(""):
+        log.info("FFmpeg reported %d more decoding errors, from decoder threads of several sources "
+                 "(--log-level debug shows them)", unattributed)
     if settings.progress != "off" or settings.log_level in ("debug", "info"):
         print("\n".join(summary.lines()), flush=True)
+    if settings.summary_json:  # after the summary is shown: a full disk here loses nothing else
+        write_file(settings.summary_json, summary.to_json().encode(), "--summary-json")
     failed = pipeline.failed_sources
     if failed or summary.failed_batches:
         what = (f"source(s) failed: {', '.join(failed)}" if failed

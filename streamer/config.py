@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.devices import parse_device
 from streamer.errors import ConfigError
+from streamer.model.variants import AUTO, PRECISIONS
 from streamer.paths import resolve_data_path
 
 try:
@@ -26,9 +28,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt-rtx", "torch", "onnxruntime")
+PRECISION_CHOICES = (AUTO, *PRECISIONS)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROGRESS_CHOICES = ("auto", "on", "off")
 ENCODINGS = ("json", "msgpack")
+DECODE_CHOICES = ("auto", "cpu", "nvdec")  # as streamer.sources.nvdec.DECODE_CHOICES
 POLICY_CHOICES = ("auto", "latest", "block", "drop-oldest")  # auto: latest for live sources, block for files
 NO_BIND = ("", "none", "off")
 
@@ -39,6 +43,8 @@ SECTIONS: dict[str, str] = {
     "model": "the model and the engine that runs it",
     "batching": "frames into batches, batches into the engine",
     "output": "where predictions go",
+    "control": "running as a service: HTTP metrics, health probes, sources added and removed",
+    "scale": "past one GPU or host: the sources sharded over Ray workers (docs/scale-out.md)",
     "log": "what the terminal shows",
 }
 
@@ -102,6 +108,14 @@ class Settings:
         "(cameras, streams, --realtime), block for files", choices=POLICY_CHOICES,
         note="Every drop is counted (stats, `dropped`). One source: --source "
              "'rtsp://cam/live#policy=drop-oldest' (the suffix wins).")
+    decode: str = setting(
+        "input", "decode", "auto", "--decode",
+        "where video is decoded: nvdec = on the GPU (NVDEC through PyNvVideoCodec, pip install "
+        "'streamer[nvdec]'; frames stay on the GPU), cpu = FFmpeg through OpenCV; auto = NVDEC when it is "
+        "installed, a GPU is present and it supports the stream, else the CPU (the log says why)",
+        choices=DECODE_CHOICES,
+        note="A stream NVDEC cannot take (its codec, bit depth, size), cameras and images are decoded on the "
+             "CPU. One source: --source 'clip.mp4#decode=cpu' (the suffix wins).")
     max_frames: int = setting("input", "max_frames", 0, "--max-frames",
                               "stop each source after N frames (0 = no limit)", metavar="N", lo=0)
     file_queue: int = setting("input", "file_queue", 8, None, "frames buffered per file source; its reader "
@@ -128,6 +142,18 @@ class Settings:
         "then among streamer's own files", metavar="PATH")
     backend: str = setting("model", "backend", "auto", "--backend", "engine; auto = the fastest usable, "
                            "TensorRT → TensorRT-RTX → PyTorch CUDA → ONNX Runtime", choices=BACKEND_CHOICES)
+    precision: str = setting(
+        "model", "precision", "auto", "--precision",
+        "the model variant to run: fp32 = <stem>.onnx, fp16 = <stem>.fp16.onnx, int8 = <stem>.int8.onnx "
+        "(tools/quantize.py; ONNX Runtime and TensorRT); auto = ONNX Runtime the model as given, TensorRT "
+        "and PyTorch fp16", choices=PRECISION_CHOICES)
+    device: str = setting(
+        "model", "device", "auto", "--device",
+        "where the engine runs: cuda:N = GPU N of those visible (CUDA_VISIBLE_DEVICES counts), cpu = ONNX "
+        "Runtime on the CPU, auto = the backend's choice (a GPU backend: the first visible GPU)",
+        metavar="auto|cpu|cuda:N",
+        note="One process uses one GPU: cuda:N narrows CUDA_VISIBLE_DEVICES to it before CUDA starts. Run "
+             "one streamer per GPU, or --workers (one GPU each).")
     threads: int = setting("model", "threads", 0, "--threads",
                            "ONNX Runtime intra-op threads (0 = the usable cores less one)", metavar="N",
                            lo=0, hi=1024)
@@ -148,17 +174,71 @@ class Settings:
                           "write every prediction as one JSON line ('' = no file)", metavar="FILE.jsonl")
     summary_json: str = setting("output", "summary_json", "", "--summary-json",
                                 "write the end-of-run summary as JSON ('' = no file)", metavar="FILE")
+    annotate: str = setting(
+        "output", "annotate", "", "--annotate",
+        "write annotated video (top-k, source, frame, fps, latency drawn on each classified frame): a file "
+        "(.mp4 .m4v .mov .avi .mkv) for one source, a directory with one <source>.mp4 each for several "
+        "('' = none)", metavar="PATH",
+        note="Files: one video frame per prediction, in order (the run waits for the encoder); live sources: "
+             "frames the encoder cannot keep up with are dropped and counted. H.264 where OpenCV has it, "
+             "else MPEG-4 Part 2 / Motion JPEG (logged). docs/view.md")
     encoding: str = setting("output", "encoding", "json", "--encoding", "message payload encoding",
                             choices=ENCODINGS)
     hwm: int = setting("output", "hwm", 10000, "--hwm",
                        "messages queued per subscriber; a slower one loses messages", metavar="N", lo=1)
     stats_interval_s: float = setting("output", "stats_interval_s", 1.0, "--stats-interval",
                                       "seconds between 'stats' messages (0 = none)", metavar="S", lo=0.0)
-    wait_subscribers: int = setting("output", "wait_subscribers", 0, "--wait-subscribers",
-                                    "wait (up to wait_timeout_s) for N subscribers before reading frames",
-                                    metavar="N", lo=0, hi=1000)
+    wait_subscribers: int = setting(
+        "output", "wait_subscribers", 0, "--wait-subscribers",
+        "wait (up to wait_timeout_s) until N subscriptions are active before reading frames: one per "
+        "subscriber and topic prefix it subscribes to (streamer-sub: one)", metavar="N", lo=0, hi=1000,
+        note="Each subscription counted receives every message from the first frame on; without it, "
+             "subscribers already running are usually connected in time, but that is not guaranteed "
+             "(docs/protocol.md).")
     wait_timeout_s: float = setting("output", "wait_timeout_s", 10.0, None,
                                     "how long to wait for them before starting anyway", lo=0.0)
+    # [control]
+    keep_running: bool = setting("control", "keep_running", False, "--keep-running",
+                                 "keep running when the last source ends, or with none: a service that "
+                                 "waits for sources added over --http (POST /sources)")
+    http: str = setting("control", "http", "none", "--http",
+                        "serve /metrics, /healthz, /readyz and /sources on HOST:PORT (PORT alone: "
+                        "127.0.0.1:PORT; 0: a free port; 'none' = off)", metavar="HOST:PORT",
+                        note="Off by default: a one-shot run needs no listening port, and two streamers on "
+                             "one machine must not collide on one they did not ask for. docs/control.md")
+    http_token: str = setting("control", "token", "", "--http-token",
+                              "bearer token that POST/DELETE /sources require ('' = $STREAMER_HTTP_TOKEN); "
+                              "without one they are refused when --http is not a loopback address",
+                              metavar="TOKEN")
+    preview: bool = setting("control", "preview", False, "--preview",
+                            "serve a live preview page at / on the --http server: each source's current "
+                            "frame, top-k, fps, latency, health and drops (docs/view.md)")
+    preview_fps: float = setting("control", "preview_fps", 5.0, None,
+                                 "frames per second per source the preview sends at most (frames are "
+                                 "taken and encoded only while a browser watches)", lo=0.1, hi=120.0,
+                                 note="5: a browser on a 2-core machine then costs the run under 5% of its "
+                                      "frames/s (docs/view.md)")
+    preview_width: int = setting("control", "preview_width", 480, None,
+                                 "preview frames are scaled down to at most this many pixels wide",
+                                 lo=16, hi=7680)
+    # [scale]
+    workers: int = setting(
+        "scale", "workers", 0, "--workers",
+        "run the sources over N Ray workers, each an ordinary pipeline on its share of them, with one "
+        "ZeroMQ endpoint and one --output (pip install 'streamer[ray]'; 0 = this process runs them)",
+        metavar="N", lo=0, hi=10_000,
+        note="Source i goes to worker i mod N; sources added over --http go to the worker with the fewest "
+             "running. A GPU backend takes one GPU per worker.")
+    ray_address: str = setting(
+        "scale", "ray", "", "--ray",
+        "the Ray cluster the workers run on: HOST:PORT of its head, auto = the cluster this machine belongs "
+        "to, '' = a local Ray started for this run", metavar="ADDRESS")
+    max_restarts: int = setting("scale", "max_restarts", 3, None, "times Ray restarts a worker that died "
+                                "(its sources resume there); -1 = without limit", lo=-1, hi=1_000_000)
+    worker_cpus: float = setting("scale", "worker_cpus", 1.0, None, "CPUs Ray reserves for each worker",
+                                 lo=0.0, hi=1024.0)
+    driver_host: str = setting("scale", "driver_host", "", None, "the address workers reach the driver at "
+                               "('' = this machine's address as Ray sees it)")
     # [log]
     log_level: str = setting("log", "level", "info", "--log-level", "log detail on stderr",
                              choices=LOG_LEVELS)
@@ -178,6 +258,7 @@ class Settings:
                 _range(s, getattr(self, s.name))
         if any(not s.strip() for s in self.sources):
             raise ConfigError("an empty --source was given", "give a camera, file, folder, URL or demo")
+        parse_device(self.device, SETTINGS["device"].where)
 
     @property
     def publish(self) -> bool:

@@ -117,3 +117,30 @@ def pycuda_reason() -> str | None:
     except Exception as exc:  # pycuda raises its own errors when the driver is missing or too old
         return f"pycuda does not load ({type(exc).__name__}: {exc})"
     return None
+
+
+def memory_info(index: int = 0) -> tuple[int, int] | None:
+    """(free, total) bytes of device ``index`` as the driver sees it (every process's use counted), or None
+    without a GPU. Goes through the device's primary context (retained for the call: the one the backends
+    use), so it is cheap while a backend runs and safe from any thread."""
+    if probe_cuda().reason is not None:
+        return None
+    lib = _load_driver()
+    if lib is None:
+        return None
+    dev, ctx, popped = ctypes.c_int(0), ctypes.c_void_p(), ctypes.c_void_p()
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    if lib.cuDeviceGet(ctypes.byref(dev), index) != 0:
+        return None
+    if lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) != 0:
+        return None
+    try:
+        if lib.cuCtxPushCurrent_v2(ctx) != 0:
+            return None
+        try:
+            ok = lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total)) == 0
+        finally:
+            lib.cuCtxPopCurrent_v2(ctypes.byref(popped))
+    finally:
+        lib.cuDevicePrimaryCtxRelease_v2(dev)
+    return (free.value, total.value) if ok else None

@@ -7,7 +7,12 @@ run of days keeps bounded memory while short runs get exact percentiles.
 
 from __future__ import annotations
 
+import bisect
+import collections
+import dataclasses
+import itertools
 import json
+import math
 import random
 import threading
 import time
@@ -50,6 +55,7 @@ class LatencyRecorder:
 class SourceCounts:
     frames: int = 0  # published predictions
     dropped: int = 0  # frames dropped before batching (live policy / realtime pacing)
+    failed: int = 0  # frames of batches the engine failed on (no prediction)
     end_reason: str = ""
     last_frame: int = -1
 
@@ -61,9 +67,10 @@ class SourceSummary:
     frames: int
     dropped: int
     end: str
+    skipped: int = 0  # frames it could not decode (corrupt packets, unreadable images)
 
     def __post_init__(self) -> None:
-        if self.frames < 0 or self.dropped < 0:
+        if self.frames < 0 or self.dropped < 0 or self.skipped < 0:
             raise ValueError("negative counts")
 
 
@@ -109,19 +116,104 @@ class Summary:
             a = self.accuracy
             out.append(f"demo accuracy: {a['correct']}/{a['total']} = {100 * a['accuracy']:.1f}% top-1 "
                        f"against {a['truth']}")
+        startup = self.extra.get("startup") or {}
+        if startup.get("first_prediction_s") is not None:
+            out.append(f"first prediction {startup['first_prediction_s']:.2f} s after the process started "
+                       f"(model ready at {startup.get('model_ready_s', 0.0):.2f} s)")
         return out
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        Path(path).write_text(self.to_json())
+
+
+# Histogram bucket bounds (upper, inclusive: Prometheus' ``le``), in seconds or frames
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGE_BUCKETS_S = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# decode: a file or image reader's read (live reads wait for the camera and are left out); resize: one frame
+# into its slot; queue: a frame's wait in its source's buffer; engine and publish: one batch each
+STAGES = ("decode", "resize", "queue", "engine", "publish")
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    """Cumulative counts per upper bound (the last is +Inf), their sum and count."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
+    count: int
+
+    def __post_init__(self) -> None:
+        if len(self.cumulative) != len(self.bounds) + 1 or self.count != (self.cumulative or (0,))[-1]:
+            raise ValueError("a histogram needs one count per bound plus +Inf, the last equal to count")
+
+
+_BISECT_MAX = 32  # observe_many: up to this many values, bisect each (cheaper than numpy for few)
+
+
+class Histogram:
+    """A fixed-bucket histogram that threads add to in bulk: one lock per ``observe_many`` call, so the hot
+    path pays per batch, not per frame. Exposed by the control plane as a Prometheus histogram."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError("histogram bounds must increase")
+        self.bounds = tuple(float(b) for b in bounds)
+        self._edges = np.asarray(self.bounds)
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            self._counts[i] += 1
+            self._sum += value
+
+    def observe_many(self, values: list[float]) -> None:
+        if len(values) <= _BISECT_MAX:  # a small batch: bisect beats numpy's per-call overhead
+            where = [bisect.bisect_left(self.bounds, v) for v in values]
+        else:
+            where = np.searchsorted(self._edges, values, side="left").tolist()
+        total = math.fsum(values)
+        with self._lock:
+            for i in where:
+                self._counts[i] += 1
+            self._sum += total
+
+    def snapshot(self) -> HistogramSnapshot:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        return HistogramSnapshot(self.bounds, tuple(itertools.accumulate(counts)), total, sum(counts))
+
+
+class Timings:
+    """Where frames spend their time (histograms the control plane exports): capture→publish per frame, each
+    stage of :data:`STAGES`, and batch sizes. Every method is thread-safe."""
+
+    def __init__(self) -> None:
+        self.capture_to_publish = Histogram(LATENCY_BUCKETS_S)
+        self.stages = {stage: Histogram(STAGE_BUCKETS_S) for stage in STAGES}
+        self.batch_size = Histogram(BATCH_BUCKETS)
 
 
 class Metrics:
     """Counters for one run. ``record`` is called from the results thread for every published frame."""
 
+    RATE_WINDOW_S = 5.0  # per-source frames/s are measured over about this long
+    RATE_SAMPLE_S = 1.0
+
     def __init__(self, sources: list[str]) -> None:
         self.start = time.monotonic()
         self.end: float | None = None
         self.latency = LatencyRecorder()
+        self.first_record: float | None = None  # time.monotonic() of the first published prediction
+        self.timings = Timings()
         self.per_source: dict[str, SourceCounts] = {s: SourceCounts() for s in sources}
         self.frames = 0
         self.failed_batches = 0
@@ -129,9 +221,44 @@ class Metrics:
         self._window_frames = 0
         self._window_start = self.start
         self._window_lat: list[float] = []
+        # (time, {source: frames}) samples for per-source frames/s (sample_rates, rates)
+        self._rate_samples: collections.deque[tuple[float, dict[str, int]]] = collections.deque(
+            maxlen=int(self.RATE_WINDOW_S / self.RATE_SAMPLE_S) + 1)
+
+    def add_source(self, name: str) -> None:
+        """A source added while running (its name is new to this run)."""
+        with self._lock:
+            self.per_source.setdefault(name, SourceCounts())
+
+    def counts(self) -> dict[str, SourceCounts]:
+        """A consistent copy of the per-source counts (any thread)."""
+        with self._lock:
+            return {name: dataclasses.replace(c) for name, c in self.per_source.items()}
+
+    def sample_rates(self, now: float | None = None) -> None:
+        """Remember each source's frame count now (the supervising thread calls this about every second)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._rate_samples and now - self._rate_samples[-1][0] < self.RATE_SAMPLE_S:
+                return
+            self._rate_samples.append((now, {name: c.frames for name, c in self.per_source.items()}))
+
+    def rates(self, now: float | None = None) -> dict[str, float]:
+        """Published frames/s per source over the last ~``RATE_WINDOW_S`` seconds (0 before any sample)."""
+        now = time.monotonic() if now is None else now
+        rates: dict[str, float] = {}
+        with self._lock:
+            for name, c in self.per_source.items():
+                # the oldest sample that knew the source (one added later is measured from its first sample)
+                first = next(((t, s[name]) for t, s in self._rate_samples if name in s), None)
+                dt = now - first[0] if first is not None else 0.0
+                rates[name] = round((c.frames - first[1]) / dt, 2) if first is not None and dt > 0 else 0.0
+        return rates
 
     def record(self, source: str, latency_s: float, dropped: int, frame_index: int) -> None:
         ms = latency_s * 1e3
+        if self.first_record is None:
+            self.first_record = time.monotonic()
         with self._lock:
             c = self.per_source[source]
             c.frames += 1
@@ -142,6 +269,12 @@ class Metrics:
             self._window_frames += 1
             if len(self._window_lat) < 10_000:
                 self._window_lat.append(ms)
+
+    def record_failed(self, sources: list[str]) -> None:
+        """The frames of a batch the engine failed on (one source name per frame)."""
+        with self._lock:
+            for source in sources:
+                self.per_source[source].failed += 1
 
     def ended(self, source: str, reason: str) -> None:
         with self._lock:

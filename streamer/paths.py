@@ -18,7 +18,9 @@ ASSETS_DIR = PACKAGE_DIR / "_assets"  # an installed wheel's copy of ASSETS
 ASSETS: tuple[str, ...] = (
     "engines/shapes_cnn.onnx",
     "engines/shapes_cnn.fp16.onnx",
+    "engines/shapes_cnn.int8.onnx",
     "engines/shapes_cnn.json",
+    "engines/shapes_cnn.int8.json",
     "engines/shapes_cnn.pt2",
     "engines/shapes_cnn.pth",
     "engines/demo/shapes_demo.mp4",

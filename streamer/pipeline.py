@@ -3,8 +3,9 @@
 Threads: one reader per source, the batcher, the executor's worker(s), the results thread, and the caller's
 thread, which supervises (progress, periodic stats, stop requests). ``open()`` does everything that can fail
 at start-up (sources, model, endpoint, output file) and raises StreamerError before any frame is read;
-``run()`` streams until every source has ended or ``request_stop()`` is called, then drains what is in flight
-and returns a Summary.
+``run()`` streams until every source has ended (with ``keep_running``: only until ``request_stop()``) or
+``request_stop()`` is called, then drains what is in flight and returns a Summary. While it streams, other
+threads may call ``add_source`` and ``remove_source`` (the HTTP control plane, streamer.control, does).
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ from collections.abc import Callable
 from typing import Any
 
 from streamer.backends.base import Backend
-from streamer.batching import Batcher, BatchEvent, SourceEnd
+from streamer.backends.select import prefetch_imports
+from streamer.batching import Batcher, BatchEvent, SealedError, SourceEnd
 from streamer.config import Settings
+from streamer.devices import parse_device, use_device
 from streamer.errors import ModelError, StreamerError
 from streamer.executors.base import Executor
-from streamer.intake import Intake, StopRequested
+from streamer.host import process_start_mono
+from streamer.intake import Intake, IntakeClosed, StopRequested
 from streamer.metrics import AccuracyCheck, Metrics, SourceSummary, Summary
+from streamer.outputs import JSONL, SUMMARY, check_outputs
 from streamer.results import Labelling, ResultsStage
 from streamer.sinks import JsonlSink, PublisherSink, Sink, Sinks
 from streamer.sources import FrameBuffer, FrameSource, SourceState
+from streamer.view.viewers import Viewers
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "StopRequested"]
+
+PHASES = ("created", "opening", "running", "draining", "ended")
 
 JOIN_TIMEOUT_S = 5.0
 SUPERVISE_S = 0.1  # how often the caller's thread updates the progress bar and looks at stop requests
@@ -61,6 +69,10 @@ class Pipeline:
         self._stopping = False
         self._opened = False
         self._closed = False
+        self.phase = "created"  # one of PHASES: what the control plane's probes report
+        self._startup: dict[str, float] = {}  # time.monotonic() when each start-up step was done
+        self._ends = threading.Condition()  # notified after each end-of-stream is published
+        self.viewers = Viewers.create(settings, self.intake)  # --annotate, --preview (None: neither)
 
     @property
     def sources(self) -> list[FrameSource]:
@@ -72,13 +84,29 @@ class Pipeline:
 
     # -- start-up ---------------------------------------------------------------------------------------
     def open(self) -> Pipeline:
-        """Open sources, model, outputs. Raises StreamerError (and releases what was opened) on failure."""
+        """Bind the publisher, open sources, check the output paths, load the model, open the outputs.
+        Raises StreamerError (and releases what was opened) on failure, StopRequested when a stop was asked
+        for meanwhile.
+
+        The publisher binds first, so that subscribers already trying to connect are in well before the
+        first message (docs/protocol.md, slow joiners); output paths are checked before the model loads and
+        before anything is opened for writing."""
+        self.phase = "opening"
+        if chosen := use_device(parse_device(self.settings.device)):  # before anything starts CUDA
+            log.info("device %s", chosen)
+        prefetch_imports(self.settings.backend)
         try:
+            self._open_publisher()
             self.intake.open(self._stop)
+            self._startup["sources_open"] = time.monotonic()
             truth = self.intake.truth()
             if truth is not None:
                 self.accuracy = AccuracyCheck(*truth)
+            self._check_outputs()
+            self._stop_point("opening the sources")
             self._open_model()
+            self._startup["model_ready"] = time.monotonic()
+            self._stop_point("loading the model")
             self._open_sinks()
         except BaseException:
             self.close()
@@ -90,23 +118,43 @@ class Pipeline:
         from streamer.backends.select import open_backend
 
         s = self.settings
-        self.backend = open_backend(s.model_path(), s.backend, max_batch=s.batch, threads=s.threads)
+        self.backend = open_backend(s.model_path(), s.backend, max_batch=s.batch, threads=s.threads,
+                                    precision=s.precision, device=s.device)
         if s.topk > self.backend.manifest.num_classes:
             log.info("--topk %d > %d classes: publishing all of them", s.topk,
                      self.backend.manifest.num_classes)
         self.executor = self.backend.make_executor(s.batch, s.slots)
 
+    def _open_publisher(self) -> None:
+        s = self.settings
+        if self._default_sinks and s.publish:
+            publisher = PublisherSink.create(s.bind, hwm=s.hwm, encoding=s.encoding,
+                                             wait_subscribers=s.wait_subscribers,
+                                             wait_timeout_s=s.wait_timeout_s)
+            self.sinks.sinks.append(publisher)
+            publisher.start()
+
+    def _check_outputs(self) -> None:
+        s = self.settings
+        outputs = {"--summary-json": (s.summary_json, SUMMARY)}
+        if self._default_sinks:
+            outputs = {"--output": (s.output, JSONL), **outputs}
+        if self.viewers is not None:
+            outputs.update(self.viewers.outputs())
+        check_outputs(outputs, [p for src in self.sources for p in src.input_files()])
+
+    def _stop_point(self, phase: str) -> None:
+        if self._stop.is_set():
+            raise StopRequested(f"stopped while {phase}")
+
     def _open_sinks(self) -> None:
         s = self.settings
-        if self._default_sinks:
-            if s.output:
-                self.sinks.sinks.append(JsonlSink.create(s.output))
-            if s.publish:
-                self.sinks.sinks.append(PublisherSink.create(s.bind, hwm=s.hwm, encoding=s.encoding,
-                                                             wait_subscribers=s.wait_subscribers,
-                                                             wait_timeout_s=s.wait_timeout_s))
+        if self._default_sinks and s.output:
+            self.sinks.sinks.insert(0, JsonlSink.create(s.output))  # written before anything is published
+        if self.viewers is not None:
+            self.sinks.sinks.append(self.viewers)
         for sink in self.sinks.sinks:
-            sink.start()
+            sink.start()  # the publisher's second start is a no-op
 
     # -- running ----------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -120,21 +168,32 @@ class Pipeline:
         assert self.executor is not None and self.backend is not None
         s = self.settings
         manifest = self.backend.manifest
+        for sink in self.sinks.sinks:
+            sink.ready(self._stop)  # e.g. --wait-subscribers; a stop request ends the wait
+        if self._stop.is_set():  # nothing was read: every source ends with no frame
+            for src in self.sources:
+                self.sinks.end(src.name, 0, "stopped")
+            raise StopRequested("stopped before the first frame")
         self.metrics = Metrics([src.name for src in self.sources])
         outbox: queue.Queue[BatchEvent] = queue.Queue()
-        self.batcher = Batcher(self.buffers, self.executor, s.batch, s.batch_timeout_ms / 1e3, outbox)
+        self.batcher = Batcher(self.buffers, self.executor, s.batch, s.batch_timeout_ms / 1e3, outbox,
+                               cond=self.intake.cond, keep_open=s.keep_running, timings=self.metrics.timings,
+                               tap=self.viewers.tap if self.viewers is not None else None)
         labelling = Labelling(manifest.labels, min(s.topk, manifest.num_classes), self.backend.engine_id)
         self.results = ResultsStage(self.executor, self.sinks, self.metrics, labelling, self.accuracy,
-                                    on_batch_error=self.request_stop)
-        for sink in self.sinks.sinks:
-            sink.ready(self._stop)
+                                    on_batch_error=self.request_stop, on_end=self._on_end,
+                                    on_picture=self.viewers.show if self.viewers is not None else None)
         for src in self.sources:
             self.sinks.health(src.name, "up", src.description)
         self.metrics.start = time.monotonic()
         self.results.start(outbox, self._unreported_ends)
         self.batcher.start()
-        self.intake.start(self._on_state)
-        self._supervise(progress)
+        self.intake.start(self._on_state, self._attach, self.metrics.timings.stages["decode"].observe)
+        self.phase = "running"
+        try:
+            self._supervise(progress)
+        finally:
+            self.phase = "ended"
         self.metrics.finish()
         self.error = self.error or self.results.error or self.batcher.error
         self._publish_stats()
@@ -159,9 +218,13 @@ class Pipeline:
             while not self.results.done.wait(SUPERVISE_S):
                 if self._stop.is_set() and not self._stopping:
                     self._stopping = True
+                    self.phase = "draining"
                     log.info("stopping: no new frames; draining what is in flight")
                     self.intake.stop()
+                    if self.batcher is not None:
+                        self.batcher.seal()
                 now = time.monotonic()
+                self.metrics.sample_rates(now)
                 if now >= next_stats:
                     next_stats = now + interval
                     self._publish_stats()
@@ -175,7 +238,39 @@ class Pipeline:
 
     def _unreported_ends(self) -> list[SourceEnd]:
         """Sources the batcher never reported (it was aborted) still get their end-of-stream."""
-        return [SourceEnd(buf.source, buf.taken, buf.reason or "stopped", buf.failed) for buf in self.buffers]
+        return [SourceEnd(buf.source, buf.taken, buf.reason or "stopped", buf.failed, buf.skipped)
+                for _, buf in self.intake.entries()]
+
+    # -- sources added and removed while running -------------------------------------------------------
+    def add_source(self, spec: str, name: str | None = None, policy: str | None = None) -> FrameSource:
+        """Open ``spec`` as a ``--source`` would be and stream it from now on (any thread, while running).
+        Raises SourceError (the CLI's one-line message), intake.SourceNameTaken or intake.IntakeClosed."""
+        return self.intake.add(spec, name, policy)
+
+    def remove_source(self, name: str, wait_s: float = 0.0) -> bool:
+        """Stop source ``name`` (any thread, while running): its buffered frames are still published, then
+        its eos with reason ``removed``. Waits up to ``wait_s`` for that eos; True once it is out. Raises
+        intake.UnknownSource, intake.SourceAlreadyEnded or intake.IntakeClosed."""
+        self.intake.remove(name)
+        with self._ends:
+            return self._ends.wait_for(lambda: self.results is not None and name in self.results.ends, wait_s)
+
+    def _attach(self, source: FrameSource, buffer: FrameBuffer) -> None:
+        """A source added while running: known to the metrics, then batched (the intake starts its reader
+        after this returns)."""
+        assert self.metrics is not None and self.batcher is not None
+        self.metrics.add_source(source.name)
+        try:
+            self.batcher.add(buffer)
+        except SealedError:
+            raise IntakeClosed("the run is ending: no source can be added now",
+                               "start with --keep-running to keep a service up after its last source ends"
+                               ) from None
+        self.sinks.health(source.name, "up", source.description)
+
+    def _on_end(self, end: SourceEnd) -> None:
+        with self._ends:
+            self._ends.notify_all()
 
     def _on_state(self, source: FrameSource, state: SourceState, detail: str) -> None:
         health = HEALTH.get(state)
@@ -186,10 +281,10 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         assert self.metrics is not None
         d = self.metrics.window()
-        for src, buf in zip(self.sources, self.buffers, strict=True):
-            d["sources"][src.name].update(dropped=buf.dropped, queued=len(buf), policy=buf.policy.value,
-                                          state=src.state.value, reconnects=src.reconnects,
-                                          skipped=src.skipped)
+        for src, buf in self.intake.entries():
+            d["sources"].setdefault(src.name, {"frames": 0}).update(
+                dropped=buf.dropped, queued=len(buf), policy=buf.policy.value, state=src.state.value,
+                reconnects=src.reconnects, skipped=src.skipped)
         if self.batcher is not None:
             d["batches"] = self.batcher.batches
             d["mean_batch"] = round(self.batcher.mean_batch, 2)
@@ -205,14 +300,18 @@ class Pipeline:
         m, batcher, results = self.metrics, self.batcher, self.results
         ends = results.ends if results else {}
         per = [SourceSummary(src.name, src.kind, m.per_source[src.name].frames, buf.dropped,
-                             ends[src.name].reason if src.name in ends else "")
-               for src, buf in zip(self.sources, self.buffers, strict=True)]
+                             ends[src.name].reason if src.name in ends else "", src.skipped)
+               for src, buf in self.intake.entries()]
         extra: dict[str, Any] = {}
         for sink in self.sinks.sinks:
             if isinstance(sink, PublisherSink):
                 extra["publisher"] = sink.counters()
         if results is not None:
             extra["stages"] = results.stage_times(m.frames, batcher.resize_s if batcher else 0.0)
+        extra["startup"] = self._startup_times()
+        extra["decode"] = {src.name: src.decode_info() for src, _ in self.intake.entries()}
+        if self.viewers is not None:
+            extra.update(self.viewers.summary())
         elapsed = m.elapsed
         return Summary(
             frames=m.frames, elapsed_s=round(elapsed, 4),
@@ -224,6 +323,15 @@ class Pipeline:
             failed_batches=m.failed_batches, accuracy=self.accuracy.result() if self.accuracy else None,
             stopped_by_signal=self._stopping, extra=extra,
         )
+
+    def _startup_times(self) -> dict[str, float | None]:
+        """Seconds from the process start to: sources open, model ready, first prediction published."""
+        start = process_start_mono()
+        marks = dict(self._startup)
+        if self.metrics is not None and self.metrics.first_record is not None:
+            marks["first_prediction"] = self.metrics.first_record
+        return {f"{name}_s": round(t - start, 3) if start is not None else None
+                for name, t in marks.items()}
 
     @property
     def failed_sources(self) -> list[str]:

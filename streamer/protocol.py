@@ -7,9 +7,13 @@ Messages are ZeroMQ multipart ``[topic, payload]``:
 - ``health.<source>`` a source changed state (up / down / reconnecting)
 - ``stats``           periodic pipeline metrics
 
-Payload: UTF-8 JSON object (default) or msgpack map; both carry ``"v": PROTOCOL_VERSION`` and ``"type"``.
-Versioning: adding a field keeps ``v``; removing or renaming a field, or changing its type, unit or meaning,
-bumps ``v``. Subscribers ignore fields, topics and types they do not know.
+Payload: UTF-8 JSON object (default) or msgpack map; both carry ``"v": PROTOCOL_VERSION``,
+``"minor": PROTOCOL_MINOR`` and ``"type"``. Versioning: adding a field keeps ``v`` and bumps ``minor``;
+removing or renaming a field, or changing its type, unit or meaning, bumps ``v``. Subscribers ignore fields,
+topics and types they do not know.
+
+Minor versions of protocol 1: 0 (no ``minor`` field) the first; 1 adds ``minor``, ``file`` to predictions
+from image sources and ``skipped`` to ``eos``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from streamer.errors import ConfigError
 
 PROTOCOL_VERSION = 1
+PROTOCOL_MINOR = 1  # fields added since protocol 1 came out (see the module docstring)
 TOPIC_PRED = "pred"
 TOPIC_EOS = "eos"
 TOPIC_HEALTH = "health"
@@ -34,11 +39,11 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 
 HEALTH_STATES = ("up", "down", "reconnecting")
 # Documented eos reasons; others are allowed (subscribers treat unknown reasons as "ended").
-EOS_REASONS = ("end", "error", "stopped")
+EOS_REASONS = ("end", "error", "stopped", "removed")  # removed: DELETE /sources/<name> (control plane)
 
 # Keys a Prediction's ``extra`` may not overwrite.
-PRED_FIELDS = ("v", "type", "source", "frame", "capture_ts", "publish_ts", "latency_ms", "topk", "dropped",
-               "model", "seq")
+PRED_FIELDS = ("v", "minor", "type", "source", "frame", "capture_ts", "publish_ts", "latency_ms", "topk",
+               "dropped", "model", "seq", "file")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Prediction:
     dropped: int = 0  # frames this source dropped since its previous published prediction
     publish_time: float = 0.0  # set by the publisher just before sending
     extra: dict[str, Any] = field(default_factory=dict)
+    file: str = ""  # image sources: the image's path relative to its folder (the payload has it only then)
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -89,6 +95,7 @@ class Prediction:
         latency_ms = (publish_time - self.capture_time) * 1e3 if publish_time else None
         d: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
+            "minor": PROTOCOL_MINOR,
             "type": TOPIC_PRED,
             "source": self.source,
             "frame": self.frame_index,
@@ -99,6 +106,8 @@ class Prediction:
             "dropped": self.dropped,
             "model": self.model_id,
         }
+        if self.file:
+            d["file"] = self.file
         d.update(self.extra)
         return d
 
@@ -114,6 +123,7 @@ class Prediction:
             dropped=int(d.get("dropped", 0)),
             publish_time=float(d.get("publish_ts") or 0.0),
             extra={k: v for k, v in d.items() if k not in PRED_FIELDS},
+            file=str(d.get("file") or ""),
         )
 
 
@@ -128,24 +138,27 @@ def topic_for(kind: str, source: str | None = None) -> str:
     return f"{kind}.{source}"
 
 
-def eos_payload(source: str, frames: int, reason: str, publish_time: float) -> dict[str, Any]:
-    if frames < 0:
-        raise ValueError(f"frames {frames} < 0")
-    return {"v": PROTOCOL_VERSION, "type": TOPIC_EOS, "source": source, "frames": int(frames),
-            "reason": reason, "publish_ts": publish_time}
+def eos_payload(source: str, frames: int, reason: str, publish_time: float, skipped: int = 0
+                ) -> dict[str, Any]:
+    """``frames``: the source's frames that were classified; ``skipped``: frames it could not decode."""
+    if frames < 0 or skipped < 0:
+        raise ValueError(f"frames {frames} or skipped {skipped} < 0")
+    return {"v": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR, "type": TOPIC_EOS, "source": source,
+            "frames": int(frames), "skipped": int(skipped), "reason": reason, "publish_ts": publish_time}
 
 
 def health_payload(source: str, state: str, detail: str, publish_time: float) -> dict[str, Any]:
     if state not in HEALTH_STATES:
         raise ValueError(f"health state {state!r} not one of {HEALTH_STATES}")
-    return {"v": PROTOCOL_VERSION, "type": TOPIC_HEALTH, "source": source, "state": state,
-            "detail": detail, "publish_ts": publish_time}
+    return {"v": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR, "type": TOPIC_HEALTH, "source": source,
+            "state": state, "detail": detail, "publish_ts": publish_time}
 
 
 def stats_payload(stats: dict[str, Any], publish_time: float) -> dict[str, Any]:
     """The caller's metrics (NaN/inf become null so any JSON parser accepts them) plus the envelope."""
     d = {k: _finite(v) for k, v in stats.items()}
-    d.update({"v": PROTOCOL_VERSION, "type": TOPIC_STATS, "publish_ts": publish_time})
+    d.update({"v": PROTOCOL_VERSION, "minor": PROTOCOL_MINOR, "type": TOPIC_STATS,
+              "publish_ts": publish_time})
     return d
 
 

@@ -17,9 +17,13 @@ carries ``seq``, a per-topic sequence number, and each subscriber counts its own
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import queue
+import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +61,10 @@ def _pred_payload(pred: Prediction, now: float) -> dict[str, Any]:
     return pred.to_dict(now)
 
 
+def _eos(source: str, frames: int, reason: str, skipped: int, now: float) -> dict[str, Any]:
+    return eos_payload(source, frames, reason, now, skipped)
+
+
 class Publisher:
     """Publishes predictions and control messages on ``bind`` (e.g. ``tcp://127.0.0.1:5555``; ``tcp://HOST:*``
     picks a free port, read it back from ``endpoint``).
@@ -66,7 +74,9 @@ class Publisher:
     """
 
     def __init__(self, bind: str, *, hwm: int = 10000, encoding: str = "json", linger_ms: int = 500,
-                 queue_size: int = 10000) -> None:
+                 queue_size: int = 10000, connect: bool = False) -> None:
+        """``connect``: connect to ``bind`` instead of binding it, e.g. to a forwarder's XSUB socket (a
+        scale-out worker publishing through its driver, :mod:`streamer.scale`)."""
         if hwm < 1:
             # ZeroMQ reads 0 as "unbounded": a stuck subscriber would then grow memory without limit.
             raise ConfigError(f"publisher high-water mark {hwm} must be >= 1", "use e.g. 10000 messages")
@@ -77,6 +87,7 @@ class Publisher:
                               "use a finite linger such as 500 ms")
         self._encode = encoder(encoding)  # ConfigError for an unknown encoding or a missing msgpack
         self.bind = bind
+        self.connect = connect
         self.hwm = hwm
         self.encoding = encoding
         self.linger_ms = linger_ms
@@ -85,6 +96,7 @@ class Publisher:
         self._ready = threading.Event()
         self._start_error: PublishError | None = None
         self._endpoint: str | None = None
+        self.bound_at: float | None = None  # time.monotonic() when the endpoint was bound
         self._closed = False
         self._lock = threading.Lock()  # guards the counters callers update
         self._subs_changed = threading.Condition()
@@ -103,10 +115,12 @@ class Publisher:
         if self._thread is not None:
             raise RuntimeError("Publisher.start() called twice")
         try:
-            check_endpoint(self.bind, bind=True)
+            check_endpoint(self.bind, bind=not self.connect)
         except ValueError as e:
             raise PublishError(f"cannot bind ZeroMQ endpoint {self.bind!r}: {e}",
                                _BAD_ENDPOINT_HINT) from None
+        if not self.connect:
+            check_ipc_free(self.bind)
         self._thread = threading.Thread(target=self._run, name=f"publisher {self.bind}", daemon=True)
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT_S):
@@ -119,6 +133,7 @@ class Publisher:
             self._thread.join(_START_TIMEOUT_S)
             self._closed = True
             raise self._start_error
+        self.bound_at = time.monotonic()
         log.info("publishing on %s (hwm %d, %s)", self._endpoint, self.hwm, self.encoding)
         return self
 
@@ -161,10 +176,11 @@ class Publisher:
         """Queue one prediction; never blocks. False if it was dropped (queue full or publisher closed)."""
         return self._enqueue(pred.topic, functools.partial(_pred_payload, pred), 0.0)
 
-    def publish_eos(self, source: str, frames: int, reason: str = "end") -> bool:
-        """A source ended: ``frames`` frames were read from it; ``reason`` is end / error / stopped."""
-        eos_payload(source, frames, reason, 0.0)  # validate in the caller's thread
-        build = functools.partial(eos_payload, source, frames, reason)
+    def publish_eos(self, source: str, frames: int, reason: str = "end", skipped: int = 0) -> bool:
+        """A source ended: ``frames`` of its frames were classified, ``skipped`` could not be decoded;
+        ``reason`` is end / error / stopped."""
+        eos_payload(source, frames, reason, 0.0, skipped)  # validate in the caller's thread
+        build = functools.partial(_eos, source, frames, reason, skipped)
         return self._enqueue(topic_for("eos", source), build, _CONTROL_PUT_TIMEOUT_S)
 
     def publish_health(self, source: str, state: str, detail: str = "") -> bool:
@@ -261,8 +277,12 @@ class Publisher:
             sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue -> EAGAIN, so it can be counted
             if "[" in self.bind:
                 sock.setsockopt(zmq.IPV6, 1)
-            sock.bind(self.bind)
-            self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            if self.connect:
+                sock.connect(self.bind)
+                self._endpoint = self.bind
+            else:
+                sock.bind(self.bind)
+                self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as e:
             sock.close(linger=0)
             ctx.term()
@@ -341,6 +361,38 @@ _BAD_ENDPOINT_HINT = ("give --bind as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555
                       "interfaces) or ipc:///path/to/socket")
 
 
+def check_ipc_free(bind: str) -> None:
+    """For ``ipc:///path``: PublishError when another program listens there, or the path is not a socket.
+
+    ZeroMQ's ipc bind deletes whatever is at the path first: a second streamer on the same path would
+    silently take the first one's subscribers, and a regular file there would be lost. A socket nobody
+    listens on (left by a crashed run) is fine to replace. Abstract sockets (``ipc://@name``) need no check:
+    their bind fails with "address already in use" by itself."""
+    transport, _, address = bind.partition("://")
+    if transport != "ipc" or address.startswith("@") or address == "*":
+        return
+    path = Path(address)
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise PublishError(f"cannot bind ZeroMQ endpoint {bind}: {e.strerror}", _BAD_ENDPOINT_HINT) from None
+    if not stat.S_ISSOCK(mode):
+        raise PublishError(f"cannot bind ZeroMQ endpoint {bind}: {address} exists and is not a socket "
+                           "(binding would delete it)", "choose another path for --bind ipc://...")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(address)
+    except OSError:
+        return  # nobody listening: a stale socket file
+    finally:
+        probe.close()
+    raise PublishError(f"cannot bind ZeroMQ endpoint {bind}: address already in use",
+                       "another streamer or program is using it: stop it, or choose another --bind")
+
+
 def _bind_error(bind: str, e: zmq.ZMQError) -> PublishError:
     reason = zmq.strerror(e.errno)
     if e.errno == zmq.EADDRINUSE:
@@ -358,44 +410,60 @@ class JsonlWriter:
     """Lossless sink: one JSON line per prediction, the same object as the wire payload.
 
     ``publish_ts`` is the time the line was written when the prediction has none. Opened (and a bad path
-    reported) on construction; flushed and closed by ``close()`` or the ``with`` block.
+    reported) on construction; closed by ``close()`` or the ``with`` block. Each line goes to the file in one
+    write, unbuffered: a line written is in the file even if the process is killed next. A write that fails
+    (a full disk) cuts the file back to its last complete line and raises StreamerError (one line, with how
+    many predictions the file holds): the file always ends with a complete line.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.lines = 0
         self._lock = threading.Lock()
+        self._size = 0  # bytes of complete lines written
         try:
-            self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                           0o666)
         except OSError as e:
             raise ConfigError(f"cannot write --output {str(path)!r}: {e.strerror}",
                               "choose a file in an existing, writable directory") from None
 
     def write(self, pred: Prediction) -> None:
-        line = encode(pred.to_dict(pred.publish_time or time.time()), "json") + b"\n"
+        self.write_lines(encode(pred.to_dict(pred.publish_time or time.time()), "json") + b"\n")
+
+    def write_lines(self, line: bytes, count: int = 1) -> None:
+        """``count`` complete JSON lines (each ending in a newline) in one write: all of them, or none."""
         with self._lock:
+            if self._fd is None:
+                raise RuntimeError(f"JsonlWriter({self.path}) used after close()")
+            view, done = memoryview(line), 0
             try:
-                self._file.write(line)
-            except ValueError:
-                raise RuntimeError(f"JsonlWriter({self.path}) used after close()") from None
+                while done < len(line):
+                    done += os.write(self._fd, view[done:])
             except OSError as e:
-                raise StreamerError(f"cannot write --output {str(self.path)!r}: {e.strerror}",
+                if done:  # part of this line made it: cut it off
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self._size)
+                raise StreamerError(f"cannot write --output {str(self.path)!r}: {e.strerror}; it holds the "
+                                    f"first {self.lines} predictions, each on a complete line",
                                     "free disk space or choose another --output") from None
-            self.lines += 1
+            self._size += len(line)
+            self.lines += count
 
     def close(self) -> None:
         with self._lock:
-            if self._file.closed:
+            if self._fd is None:
                 return
+            fd, self._fd = self._fd, None
             try:
-                self._file.close()
+                os.close(fd)
             except OSError as e:
                 raise StreamerError(f"cannot write --output {str(self.path)!r}: {e.strerror}",
                                     "free disk space or choose another --output") from None
 
     @property
     def closed(self) -> bool:
-        return self._file.closed
+        return self._fd is None
 
     def __enter__(self) -> JsonlWriter:
         return self

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from streamer.batching import BatchEvent, SourceEnd
+from streamer.errors import StreamerError
 from streamer.executors.base import Executor
 from streamer.executors.contract import Slot
 from streamer.metrics import AccuracyCheck, Metrics
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def eos_reason(end: SourceEnd) -> str:
-    """Buffer close reason → protocol eos reason: end | error | stopped."""
+    """Buffer close reason → protocol eos reason: end | error | stopped | removed."""
     if end.failed:
         return "error"
+    if end.reason == "removed":
+        return "removed"
     if end.reason in ("stopped", "max frames reached"):
         return "stopped"
     return "end"
@@ -64,8 +67,14 @@ class ResultsStage:
 
     def __init__(self, executor: Executor[Any], sinks: Sinks, metrics: Metrics, labelling: Labelling,
                  accuracy: AccuracyCheck | None = None,
-                 on_batch_error: Callable[[], None] | None = None) -> None:
+                 on_batch_error: Callable[[], None] | None = None,
+                 on_end: Callable[[SourceEnd], None] | None = None,
+                 on_picture: Callable[[Prediction, np.ndarray], None] | None = None) -> None:
+        """``on_end``: called after each source's end-of-stream went to the sinks; ``on_picture``: each
+        prediction whose frame a viewer took (FrameTag.picture), with that image, after the sinks."""
         self.executor = executor
+        self.on_end = on_end
+        self.on_picture = on_picture
         self.sinks = sinks
         self.metrics = metrics
         self.labelling = labelling
@@ -92,6 +101,10 @@ class ResultsStage:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self, outbox: queue.Queue[BatchEvent], unfinished: Callable[[], list[SourceEnd]] | None) -> None:
         try:
             while (event := outbox.get()) is not None:
@@ -99,6 +112,9 @@ class ResultsStage:
                     self.end(event)
                 else:
                     self._finish(event)
+        except StreamerError as exc:  # e.g. the output disk is full: the pipeline raises it (one line)
+            self.error = exc
+            log.debug("results thread stopped: %s", exc)
         except BaseException as exc:
             self.error = exc
             log.exception("results thread failed")
@@ -115,6 +131,7 @@ class ResultsStage:
         try:
             if done.error is not None:
                 self.metrics.failed_batches += 1
+                self.metrics.record_failed([tag.source for tag in done.tags])
                 log.error("batch of %d frames failed: %s", done.count, done.error)
                 if self.batch_error is None:
                     self.batch_error = done.error
@@ -125,7 +142,12 @@ class ResultsStage:
             self.batches += 1
             t0 = time.perf_counter()
             self._emit(done)
-            self.results_s += time.perf_counter() - t0
+            publish_s = time.perf_counter() - t0
+            self.results_s += publish_s
+            timings = self.metrics.timings
+            timings.stages["engine"].observe(done.engine_s)
+            timings.stages["publish"].observe(publish_s)
+            timings.batch_size.observe(done.count)
         finally:
             self.executor.release(done)
 
@@ -138,18 +160,24 @@ class ResultsStage:
             pred = Prediction(
                 source=tag.source, frame_index=tag.frame_index, capture_time=tag.capture_time,
                 topk=tuple(TopK(j, labels[j], sc) for j, sc in zip(idx[i], top[i], strict=True)),
-                model_id=lab.model_id, dropped=tag.dropped, publish_time=now,
+                model_id=lab.model_id, dropped=tag.dropped, publish_time=now, file=tag.file,
             )
             self.sinks.prediction(pred)
+            if tag.picture is not None and self.on_picture is not None:
+                self.on_picture(pred, tag.picture)
             self.metrics.record(tag.source, now_mono - tag.capture_mono, tag.dropped, tag.frame_index)
             if acc is not None and tag.source == acc.source:
                 acc.add(tag.frame_index, labels[idx[i][0]])
+        self.sinks.flush()
+        self.metrics.timings.capture_to_publish.observe_many([now_mono - t.capture_mono for t in slot.tags])
 
     def end(self, end: SourceEnd) -> None:
         self.ends[end.source] = end
         self.metrics.ended(end.source, end.reason)
         log.info("source %s ended after %d frames: %s", end.source, end.frames, end.reason)
-        self.sinks.end(end.source, end.frames, eos_reason(end))
+        self.sinks.end(end.source, end.frames, eos_reason(end), end.skipped)
+        if self.on_end is not None:
+            self.on_end(end)
 
     def stage_times(self, frames: int, resize_s: float) -> dict[str, float]:
         """Where a frame's time went, for the summary."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from streamer.publish import JsonlWriter, Publisher
 
 log = logging.getLogger(__name__)
+
+# The first message goes out no sooner than this after the bind: a subscriber already running retries its
+# connection every 100 ms (ZeroMQ's default reconnect interval) and is in by then (docs/protocol.md)
+JOIN_WINDOW_S = 0.3
 
 
 class Sink:
@@ -35,14 +40,18 @@ class Sink:
     def prediction(self, pred: Prediction) -> None:
         pass
 
-    def end(self, source: str, frames: int, reason: str) -> None:
-        """``reason``: end | error | stopped (protocol.EOS_REASONS)."""
+    def end(self, source: str, frames: int, reason: str, skipped: int = 0) -> None:
+        """``reason``: end | error | stopped (protocol.EOS_REASONS); ``frames`` classified, ``skipped``
+        undecodable."""
 
     def health(self, source: str, state: str, detail: str) -> None:
         """``state``: up | down | reconnecting (protocol.HEALTH_STATES)."""
 
     def stats(self, stats: dict[str, Any]) -> None:
         pass
+
+    def flush(self) -> None:
+        """After each batch's predictions (results thread): a sink that groups them hands them on now."""
 
     def close(self) -> None:
         pass
@@ -77,6 +86,15 @@ class PublisherSink(Sink):
         self.bind()
 
     def ready(self, stop: threading.Event | None = None) -> None:
+        if not self.wait_subscribers:
+            bound_at = self.publisher.bound_at
+            remaining = JOIN_WINDOW_S - (time.monotonic() - bound_at) if bound_at is not None else 0.0
+            if remaining > 0:  # usually 0: opening the sources and loading the model took longer
+                if stop is not None:
+                    stop.wait(remaining)
+                else:
+                    time.sleep(remaining)
+            return
         if self.wait_subscribers:
             log.info("waiting up to %.0f s for %d subscriber(s) on %s", self.wait_timeout_s,
                      self.wait_subscribers, self.publisher.endpoint)
@@ -89,8 +107,8 @@ class PublisherSink(Sink):
     def prediction(self, pred: Prediction) -> None:
         self.publisher.publish(pred)
 
-    def end(self, source: str, frames: int, reason: str) -> None:
-        self.publisher.publish_eos(source, frames, reason)
+    def end(self, source: str, frames: int, reason: str, skipped: int = 0) -> None:
+        self.publisher.publish_eos(source, frames, reason, skipped)
 
     def health(self, source: str, state: str, detail: str) -> None:
         self.publisher.publish_health(source, state, detail)
@@ -137,8 +155,12 @@ class Sinks:
         for sink in self.sinks:
             sink.prediction(pred)
 
-    def end(self, source: str, frames: int, reason: str) -> None:
-        self._each("end of " + source, lambda sink: sink.end(source, frames, reason))
+    def flush(self) -> None:
+        for sink in self.sinks:  # as predictions: a lossless sink's failure propagates
+            sink.flush()
+
+    def end(self, source: str, frames: int, reason: str, skipped: int = 0) -> None:
+        self._each("end of " + source, lambda sink: sink.end(source, frames, reason, skipped))
 
     def health(self, source: str, state: str, detail: str) -> None:
         self._each("health of " + source, lambda sink: sink.health(source, state, detail))

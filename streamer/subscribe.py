@@ -254,15 +254,19 @@ def format_line(topic: str, payload: dict[str, Any]) -> str:
         latency = payload.get("latency_ms")
         lat = f"{latency:7.1f} ms" if isinstance(latency, (int, float)) else "      - ms"
         line = f"{source}  #{payload.get('frame', '?'):<6}  {top:<24}  latency {lat}"
+        if payload.get("file"):
+            line += f"  {payload['file']}"
         dropped = payload.get("dropped") or 0
         return f"{line}  dropped {dropped}" if dropped else line
     if kind == "eos":
-        return f"{source}  EOS after {payload.get('frames', '?')} frames ({payload.get('reason', '?')})"
+        skipped = payload.get("skipped") or 0
+        return (f"{source}  EOS after {payload.get('frames', '?')} frames ({payload.get('reason', '?')})"
+                + (f", {skipped} undecodable skipped" if skipped else ""))
     if kind == "health":
         detail = payload.get("detail") or ""
         return f"{source}  HEALTH {payload.get('state', '?')}" + (f": {detail}" if detail else "")
     if kind == "stats":
-        body = {k: v for k, v in payload.items() if k not in ("v", "type", "publish_ts", "seq")}
+        body = {k: v for k, v in payload.items() if k not in ("v", "minor", "type", "publish_ts", "seq")}
         return "STATS " + json.dumps(body, separators=(",", ":"))
     return f"{topic}  " + json.dumps(payload, separators=(",", ":"))
 

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from streamer_helpers import VTEST, make_color_model
+from streamer_helpers import make_color_model
 
+from media import require_ffmpeg, synthesize_vtest
 from streamer.publish import Publisher
 
 
@@ -17,10 +18,11 @@ def color_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vtest() -> Path:
-    if not VTEST.is_file():
-        pytest.skip(f"sample media {VTEST} not present")
-    return VTEST
+def vtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in for OpenCV's vtest.avi (768x576, 10 fps, 795 frames, MS-MPEG4 v3), made once per session
+    with ffmpeg by the same function as tools/make_bench_media.py: nothing outside the repository is read."""
+    require_ffmpeg()
+    return synthesize_vtest(tmp_path_factory.mktemp("media") / "vtest.avi")
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ class Event:
     dropped: int = 0
     state: str = ""  # health state or eos reason
     detail: str = ""
+    skipped: int = 0  # end: frames the source could not decode
 
 
 class RecordingSink(Sink):
@@ -49,8 +50,8 @@ class RecordingSink(Sink):
     def health(self, source: str, state: str, detail: str) -> None:
         self._add(Event(time.monotonic(), "health", source, state=state, detail=detail))
 
-    def end(self, source: str, frames: int, reason: str) -> None:
-        self._add(Event(time.monotonic(), "end", source, frame=frames, state=reason))
+    def end(self, source: str, frames: int, reason: str, skipped: int = 0) -> None:
+        self._add(Event(time.monotonic(), "end", source, frame=frames, state=reason, skipped=skipped))
 
     def stats(self, stats: dict[str, Any]) -> None:
         with self._cond:

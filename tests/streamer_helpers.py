@@ -22,9 +22,6 @@ import numpy as np
 from streamer.model.manifest import METADATA_KEY, ModelManifest
 
 REPO = Path(__file__).resolve().parent.parent
-VTEST = Path("/work/shared/media/vtest.avi")
-if not VTEST.is_file():  # a checkout beside ../shared (CI)
-    VTEST = REPO.parent / "shared" / "media" / "vtest.avi"
 
 COLORS = {"blue": (255, 0, 0), "green": (0, 255, 0), "red": (0, 0, 255)}
 COLOR_LABELS = ("blue", "green", "red")
@@ -102,6 +99,8 @@ def read_jsonl(path: Path) -> list[dict]:
 def run_cli(*args: str, timeout: float = 120, cwd: Path = REPO, env: dict | None = None
             ) -> subprocess.CompletedProcess[str]:
     """``python -m streamer.cli ARGS`` as a user would run it (stdin closed, text output)."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    # the checkout first, then whatever the caller's environment adds (a GPU host's wheels in /tmp/site)
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     return subprocess.run([sys.executable, "-m", "streamer.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -12,8 +12,9 @@ import pytest
 from streamer_helpers import COLORS
 
 from streamer.backends.ort import load
-from streamer.batching import Batcher, FrameTag, SourceEnd
+from streamer.batching import Batcher, FrameTag, SealedError, SourceEnd
 from streamer.executors.cpu import CpuExecutor
+from streamer.metrics import Timings
 from streamer.preprocess import resize_into
 from streamer.sources import Frame, FrameBuffer, Policy
 
@@ -164,3 +165,72 @@ def test_an_ended_source_is_reported_while_another_stays_idle(executor) -> None:
 def test_buffers_must_share_one_condition(executor) -> None:
     with pytest.raises(ValueError, match="one condition"):
         Batcher([FrameBuffer("a", Policy.BLOCK, 1), FrameBuffer("b", Policy.BLOCK, 1)], executor, 4)
+
+
+# -- buffers added while running (the control plane's POST /sources) ----------------------------------------
+def test_a_buffer_added_while_running_is_batched_and_leaves_once_reported(executor) -> None:
+    cond = threading.Condition()
+    first = FrameBuffer("first", Policy.BLOCK, 4, cond)
+    batcher = Batcher([first], executor, batch_size=8, timeout_s=0.01)
+    batcher.start()
+    added = FrameBuffer("added", Policy.BLOCK, 4, cond)
+    batcher.add(added)
+    added.put(frame(0, "green"))
+    added.close("removed")
+    tags, labels, _ = collect(executor, next_event(batcher.outbox))
+    assert [(t.source, t.frame_index) for t in tags] == [("added", 0)] and labels == [1]
+    assert next_event(batcher.outbox) == SourceEnd("added", 1, "removed", False)
+    assert batcher.buffers == [first]  # reported: out of the round-robin
+    first.close("end of input")
+    assert next_event(batcher.outbox) == SourceEnd("first", 0, "end of input", False)
+    assert next_event(batcher.outbox) is None  # not keep_open: its last buffer ended, so it ends
+    assert batcher.join(TIMEOUT)
+
+
+def test_keep_open_waits_without_buffers_until_sealed(executor) -> None:
+    cond = threading.Condition()
+    batcher = Batcher([], executor, batch_size=8, timeout_s=0.01, cond=cond, keep_open=True)
+    batcher.start()
+    buf = FrameBuffer("late", Policy.BLOCK, 4, cond)
+    batcher.add(buf)  # nothing batched before: an empty keep_open batcher just waits
+    buf.put(frame(3))
+    buf.close("end of input")
+    slot = next_event(batcher.outbox)
+    assert [t.frame_index for t in collect(executor, slot)[0]] == [3]
+    assert next_event(batcher.outbox) == SourceEnd("late", 1, "end of input", False)
+    with pytest.raises(queue.Empty):
+        batcher.outbox.get(timeout=0.3)  # no source left, yet still running: more may be added
+    assert batcher.alive
+    batcher.seal()
+    assert next_event(batcher.outbox) is None and batcher.join(TIMEOUT)
+    with pytest.raises(SealedError):
+        batcher.add(FrameBuffer("too-late", Policy.BLOCK, 4, cond))
+
+
+def test_adding_to_a_run_whose_sources_all_ended_is_refused(executor) -> None:
+    cond = threading.Condition()
+    done = FrameBuffer("done", Policy.BLOCK, 4, cond)
+    done.close("end of input")
+    batcher = Batcher([done], executor, batch_size=8)  # not started: the decision is add()'s own
+    with pytest.raises(SealedError, match="the run is ending"):
+        batcher.add(FrameBuffer("new", Policy.BLOCK, 4, cond))
+    with pytest.raises(ValueError, match="one condition"):
+        Batcher([], executor, 8, cond=cond, keep_open=True).add(FrameBuffer("x", Policy.BLOCK, 1))
+    with pytest.raises(ValueError, match="no buffers"):
+        Batcher([], executor, 8)
+
+
+def test_resize_and_queue_times_are_added_once_per_batch(executor) -> None:
+    cond = threading.Condition()
+    buf = FrameBuffer("cam", Policy.BLOCK, 16, cond)
+    timings = Timings()
+    batcher = Batcher([buf], executor, batch_size=8, timeout_s=0.01, timings=timings)
+    for i in range(5):
+        buf.put(frame(i))
+    buf.close("end of input")
+    batcher.start()
+    collect(executor, next_event(batcher.outbox))
+    assert next_event(batcher.outbox).source == "cam" and next_event(batcher.outbox) is None
+    resize, queued = timings.stages["resize"].snapshot(), timings.stages["queue"].snapshot()
+    assert (resize.count, queued.count) == (5, 5)
+    assert resize.sum > 0 and abs(resize.sum - batcher.resize_s) < 1e-9 and queued.sum > 0

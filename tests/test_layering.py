@@ -16,18 +16,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamer"
 
 # lowest first; a module may import modules of its own layer or below (its own layer: without a cycle)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("streamer", "streamer.errors", "streamer.host", "streamer.cuda_env", "streamer.paths"),
+    ("streamer", "streamer.errors", "streamer.host", "streamer.cuda_env", "streamer.paths",
+     "streamer.devices"),
     ("streamer.protocol", "streamer.preprocess"),
+    ("streamer.gpu",),
     ("streamer.model",),
     ("streamer.engine",),
     ("streamer.sources",),
     ("streamer.executors",),
     ("streamer.backends",),
-    ("streamer.batching", "streamer.metrics", "streamer.publish", "streamer.subscribe", "streamer.config"),
-    ("streamer.sinks",),
-    ("streamer.results", "streamer.intake"),
+    ("streamer.batching", "streamer.metrics", "streamer.publish", "streamer.subscribe", "streamer.config",
+     "streamer.view.tap", "streamer.view.draw"),  # what the batcher hands viewers; the annotation overlay
+    ("streamer.sinks", "streamer.outputs"),
+    ("streamer.results", "streamer.intake", "streamer.view"),  # view: --annotate, --preview (a sink)
     ("streamer.pipeline",),
-    ("streamer.cli", "streamer.__main__"),
+    ("streamer.control",),
+    ("streamer.scale",),  # a driver over Ray workers, each running a pipeline; its own control plane
+    ("streamer.cli", "streamer.__main__", "streamer.ctl"),
 )
 
 

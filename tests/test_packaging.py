@@ -50,6 +50,7 @@ def test_wheel_runs_the_demo_outside_the_checkout(tmp_path: Path) -> None:
     (wheel,) = dist.glob("streamer-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"streamer/_assets/{rel}" for rel in ASSETS} <= names
+    assert {f"streamer/control/static/{f}" for f in ("index.html", "preview.js", "preview.css")} <= names
     built = time.monotonic()
 
     venv = tmp_path / "venv"

@@ -29,6 +29,7 @@ class ListSink(Sink):
         self.ends: list[tuple[str, int, str]] = []
         self.healths: list[tuple[str, str]] = []
         self.stat_msgs: list[dict[str, Any]] = []
+        self.skipped: dict[str, int] = {}  # per source, from its end
         self.started = self.closed = False
         self.first_pred = threading.Event()
 
@@ -39,8 +40,9 @@ class ListSink(Sink):
         self.preds.append(pred)
         self.first_pred.set()
 
-    def end(self, source: str, frames: int, reason: str) -> None:
+    def end(self, source: str, frames: int, reason: str, skipped: int = 0) -> None:
         self.ends.append((source, frames, reason))
+        self.skipped[source] = skipped
 
     def health(self, source: str, state: str, detail: str) -> None:
         self.healths.append((source, state))

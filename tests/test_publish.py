@@ -23,7 +23,7 @@ from zmq_helpers import (
 )
 
 from streamer.errors import ConfigError, PublishError
-from streamer.protocol import PROTOCOL_VERSION, Prediction, decode
+from streamer.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, Prediction, decode
 from streamer.publish import JsonlWriter, Publisher
 from streamer.subscribe import Subscriber
 
@@ -67,7 +67,7 @@ def test_control_topics_and_payloads(publisher: Publisher) -> None:
         assert publisher.wait_for_subscribers(2, timeout=10)
         publisher.publish(make_prediction(0, "vtest.avi"))
         publisher.publish_health("cam1", "reconnecting", "connection refused")
-        publisher.publish_eos("vtest.avi", 795, "end")
+        publisher.publish_eos("vtest.avi", 795, "end", skipped=4)
         publisher.publish_stats({"fps": 123.4, "p99_ms": float("nan"), "per_source": {"cam1": {"fps": 1.5}}})
         got = dict(recv_messages(everything, 4))
         eos_topic, eos_only = recv_message(only_eos)
@@ -79,14 +79,27 @@ def test_control_topics_and_payloads(publisher: Publisher) -> None:
     eos = got["eos.vtest.avi"]
     assert eos == eos_only and eos_topic == "eos.vtest.avi"
     assert eos["type"] == "eos" and eos["source"] == "vtest.avi"
-    assert eos["frames"] == 795 and eos["reason"] == "end"
+    assert (eos["frames"], eos["skipped"], eos["reason"]) == (795, 4, "end")
     stats = got["stats"]
     assert stats["type"] == "stats" and stats["fps"] == 123.4
     assert stats["p99_ms"] is None  # NaN is not JSON; sent as null
     assert stats["per_source"] == {"cam1": {"fps": 1.5}}
     assert stats["publisher"]["sent"] >= 3 and stats["publisher"]["subscriptions"] == 2
     for d in got.values():
-        assert d["v"] == PROTOCOL_VERSION and d["publish_ts"] > 0 and d["seq"] == 0
+        assert d["v"] == PROTOCOL_VERSION and d["minor"] == PROTOCOL_MINOR and d["publish_ts"] > 0
+        assert d["seq"] == 0
+
+
+def test_an_image_prediction_names_its_file_and_others_do_not() -> None:
+    """Protocol 1.1: ``file`` is there for image sources only; it survives the round trip."""
+    image = dataclasses.replace(make_prediction(7, "shots"), file="day1/img0007.png")
+    video = make_prediction(7, "clip")
+    d = image.to_dict()
+    assert (d["file"], d["v"], d["minor"]) == ("day1/img0007.png", PROTOCOL_VERSION, PROTOCOL_MINOR)
+    assert "file" not in video.to_dict()
+    assert Prediction.from_dict(d) == image and Prediction.from_dict(video.to_dict()).file == ""
+    with pytest.raises(ValueError, match="overwrite"):
+        make_prediction(0, file="an extra may not pose as the field")
 
 
 def test_control_messages_are_validated(publisher: Publisher) -> None:

@@ -123,9 +123,9 @@ def test_msgpack_payloads_are_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
         pub.publish_eos("cam3", 5, "end")
         pred, eos = sub.recv(), sub.recv()
         assert pred is not None and pred.payload["frame"] == 4 and pred.payload["source"] == "cam3"
-        assert eos is not None and eos.payload == {"v": 1, "type": "eos", "source": "cam3", "frames": 5,
-                                                   "reason": "end", "publish_ts": eos.payload["publish_ts"],
-                                                   "seq": 0}
+        assert eos is not None and eos.payload == {"v": 1, "minor": 1, "type": "eos", "source": "cam3",
+                                                   "frames": 5, "skipped": 0, "reason": "end",
+                                                   "publish_ts": eos.payload["publish_ts"], "seq": 0}
         pub.publish(make_prediction(5, "cam3"))
         assert pub.flush(timeout=10)
         monkeypatch.setitem(sys.modules, "msgpack", None)  # a subscriber without msgpack installed
@@ -158,11 +158,16 @@ def test_format_line_for_each_type() -> None:
     assert "12.3 ms" in line and "dropped 2" in line
     eos = format_line("eos.cam0", {"type": "eos", "source": "cam0", "frames": 795, "reason": "end"})
     assert eos == "cam0  EOS after 795 frames (end)"
+    eos = format_line("eos.clip", {"type": "eos", "source": "clip", "frames": 297, "skipped": 75,
+                                   "reason": "end"})
+    assert eos == "clip  EOS after 297 frames (end), 75 undecodable skipped"
+    image = format_line("pred.shots", {**pred, "source": "shots", "file": "day1/img7.png"})
+    assert "day1/img7.png" in image
     health = format_line("health.cam1",
                          {"type": "health", "source": "cam1", "state": "down", "detail": "refused"})
     assert health == "cam1  HEALTH down: refused"
-    assert format_line("stats", {"v": 1, "type": "stats", "publish_ts": 1.0, "seq": 4, "fps": 30}) == (
-        "STATS {\"fps\":30}")
+    assert format_line("stats", {"v": 1, "minor": 1, "type": "stats", "publish_ts": 1.0, "seq": 4,
+                                 "fps": 30}) == "STATS {\"fps\":30}"
 
 
 # ---- streamer-sub as a user runs it -----------------------------------------------------------------------

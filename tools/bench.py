@@ -4,6 +4,10 @@
     python tools/bench.py engine                         # engine-level figures (GPU sections need CUDA)
     python tools/bench.py engine --models seed --json-out out/engine.json
     python tools/bench.py pipeline --json-out out/pipeline.json   # end to end (see its --help)
+    python tools/bench.py int8 --json-out out/int8.json           # int8 vs fp32 on the CPU
+    python tools/bench.py view --json-out out/view.json           # --annotate, --preview vs neither
+    python tools/bench.py scale --json-out out/scale.json         # the scale-out driver's forwarding cost
+    python tools/bench.py multigpu --json-out out/multigpu.json   # two GPUs vs one (tools/gpu_multi.sh)
 
 Each subcommand lives in its own module beside this file (``bench_<name>.py``) exposing ``HELP``,
 ``add_arguments(parser)`` and ``run(args)``, which prints its own tables and returns its result record
@@ -30,6 +34,11 @@ from bench_common import Report
 SUBCOMMANDS: dict[str, str] = {
     "engine": "bench_engine",
     "pipeline": "bench_pipeline",
+    "int8": "bench_int8",
+    "nvdec": "bench_nvdec",
+    "view": "bench_view",
+    "scale": "bench_scale",
+    "multigpu": "bench_multigpu",
 }
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,10 @@ def _wait_child(proc: subprocess.Popen[bytes], sampler: RssSampler, timeout: flo
 
 
 def run_streamer(*, model: Path, backend: str, batch: int, slots: int, threads: int, label: str,
-                 sources: list[Path], expected: int | None, work: Path, cwd: Path, timeout: float,
+                 sources: Sequence[Path | str], expected: int | None, work: Path, cwd: Path, timeout: float,
                  realtime: bool = False, max_frames: int = 0, env: dict[str, str] | None = None,
-                 window_s: float = 0.0) -> StreamerRun:
+                 window_s: float = 0.0, extra_args: Sequence[str] = ()) -> StreamerRun:
+    """``extra_args``: more streamer flags (e.g. ``--decode nvdec``)."""
     endpoint = free_endpoint()
     sub_out, summary = work / f"{label}.sub.json", work / f"{label}.summary.json"
     log_path, sub_log = work / f"{label}.log", work / f"{label}.sub.log"
@@ -149,6 +151,7 @@ def run_streamer(*, model: Path, backend: str, batch: int, slots: int, threads: 
         cmd.append("--realtime")
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
+    cmd += list(extra_args)
     t_start = time.monotonic()
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(env), stdout=log_file, stderr=subprocess.STDOUT)

@@ -3,11 +3,15 @@
 
     python tools/build_engine.py engines/shapes_cnn.onnx --precision fp16
     python tools/build_engine.py engines/shapes_cnn.onnx --min-batch 1 --opt-batch 32 --max-batch 64 --cc 8.6
+    python tools/build_engine.py engines/shapes_cnn.onnx --precision int8 --calib shapes   # quantize first
 
 Writes ``engines/plans/<stem>.<sha12>.<backend><ver>.<sm..>.<prec>.b<min>-<opt>-<max>.plan`` atomically,
 and ``<plan>.json`` (its identity: model sha256, backend + version, targets, precision, profile, build time,
 sizes).
-Networks are strongly typed: ``--precision fp16`` builds from ``<stem>.fp16.onnx``.
+Networks are strongly typed: ``--precision fp16`` builds from ``<stem>.fp16.onnx``, ``--precision int8`` from
+``<stem>.int8.onnx`` (explicit quantization). With ``--calib SRC`` that int8 ONNX is made first by
+tools/quantize.py's calibration and accuracy gate (same options: --calib-samples, --eval, --eval-samples,
+--max-drop); a model that loses more than --max-drop top-1 points exits 2 and nothing is written.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ import logging
 import sys
 from pathlib import Path
 
+from quantize import add_quantize_arguments, report
+from quantize import run as quantize
+
 from streamer.engine.build import DEFAULT, build_engine
 from streamer.engine.identity import BatchProfile
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("onnx", type=Path, help="exported model (.onnx or .fp16.onnx)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default=None,
-                   help="default: the ONNX's own; the other one uses the sibling ONNX")
+    p.add_argument("onnx", type=Path, help="exported model (.onnx, .fp16.onnx or .int8.onnx)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+                   help="default: the ONNX's own; another one uses the sibling ONNX")
     p.add_argument("--min-batch", type=int, default=1)
     p.add_argument("--opt-batch", type=int, default=None, help="default: min(32, --max-batch)")
     p.add_argument("--max-batch", type=int, default=64)
@@ -42,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "TensorRT-RTX has none)")
     cache.add_argument("--no-timing-cache", action="store_true")
     p.add_argument("--force", action="store_true", help="rebuild even if an identical plan exists")
+    int8 = p.add_argument_group("--precision int8 --calib SRC: quantize first (see tools/quantize.py)")
+    add_quantize_arguments(int8, calib_required=False)
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -52,7 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     timing_cache = None if a.no_timing_cache else (a.timing_cache or DEFAULT)
     opt = a.opt_batch if a.opt_batch is not None else max(a.min_batch, min(32, a.max_batch))
     try:
-        result = build_engine(a.onnx, precision=a.precision,
+        onnx = a.onnx
+        if a.calib is not None:
+            if a.precision != "int8":
+                raise ConfigError("--calib calibrates an int8 model", "add --precision int8, or drop --calib")
+            quantized = quantize(a)
+            report(quantized)
+            onnx = quantized.onnx
+        result = build_engine(onnx, precision=a.precision,
                               profile=BatchProfile(a.min_batch, opt, a.max_batch), out=a.out,
                               out_dir=a.out_dir, compute_capabilities=tuple(a.cc) if a.cc else None,
                               timing_cache=timing_cache, backend=a.backend, force=a.force)

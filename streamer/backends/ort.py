@@ -1,4 +1,9 @@
-"""ONNX Runtime on the CPU: the backend every machine has (and what CI runs)."""
+"""ONNX Runtime on the CPU: the backend every machine has (and what CI runs).
+
+``precision`` picks the model's fp32 / fp16 / int8 sibling (:mod:`streamer.model.variants`). An int8 (QDQ)
+model is opened in :func:`streamer.model.qdq.onnxruntime_form`, in which every conv runs as an int8
+QLinearConv kernel.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from streamer.backends.base import CpuBackend
 from streamer.errors import ModelError
 from streamer.host import usable_cores
 from streamer.model.manifest import ModelManifest
+from streamer.model.variants import precision_from_name, quantize_command, variant_path
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +56,15 @@ class OrtBackend(CpuBackend):
         self.path = path
         self.threads = threads
         self.workers = workers  # batches the executor should run at once (the session is thread-safe)
+        self.precision = manifest.precision
         self._input = manifest.input_name
         self._outputs = [manifest.output_name]
+
+    @property
+    def engine_id(self) -> str:
+        """``<model id>/onnxruntime`` for the fp32 model, ``.../onnxruntime-int8`` for another precision."""
+        suffix = "" if self.precision == "fp32" else f"-{self.precision}"
+        return f"{self.manifest.model_id}/{self.name}{suffix}"
 
     def infer(self, images: np.ndarray, out: np.ndarray) -> None:
         (scores,) = self.session.run(self._outputs, {self._input: images})
@@ -124,9 +137,48 @@ def _test_run(backend: OrtBackend, path: Path) -> None:
                              "export the model with the softmax inside (tools/export_onnx.py)")
 
 
+def model_for(path: Path, precision: str | None) -> Path:
+    """The file to open: ``path``, or its ``precision`` sibling (``x.onnx`` + int8 → ``x.int8.onnx``)."""
+    if precision in (None, "auto") or precision == precision_from_name(path):
+        return path
+    sibling = variant_path(path, precision)
+    if not sibling.is_file():
+        if precision == "int8":
+            dataset = ModelManifest.from_onnx(path).dataset
+            hint = f"make it (calibrated, accuracy-gated): {quantize_command(path, dataset)}"
+        else:
+            hint = f"export it with tools/export_onnx.py {variant_path(path, 'fp32').with_suffix('.pth')}"
+        raise ModelError(f"--precision {precision}: {sibling.name} is not beside {path.name}",
+                         f"{hint}, or drop --precision")
+    return sibling
+
+
+def _session_input(path: Path, manifest: ModelManifest) -> str | bytes:
+    """What the session opens: the file, or for an int8 (QDQ) model its int8-kernel form (in memory)."""
+    import onnx
+
+    from streamer.model.qdq import is_qdq, onnxruntime_form
+
+    if manifest.precision != "int8":
+        return str(path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf's several error types
+        raise ModelError(f"{path.name}: not a readable ONNX model ({type(exc).__name__})",
+                         f"quantize it again: {quantize_command(path, manifest.dataset)}") from exc
+    if not is_qdq(model):
+        raise ModelError(f"{path.name}: its manifest says int8 but the graph has no QuantizeLinear/"
+                         "DequantizeLinear", f"quantize it again: {quantize_command(path, manifest.dataset)}")
+    changed = onnxruntime_form(model)
+    log.debug("%s: %d activation Q/DQ pairs re-typed to uint8 for ONNX Runtime's int8 kernels", path.name,
+              changed)
+    return model.SerializeToString()
+
+
 def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threads: int = 0,
-         **options: Any) -> OrtBackend:
-    """Open ``model_path`` in an ONNX Runtime CPU session after checking it against the model contract."""
+         precision: str | None = None, **options: Any) -> OrtBackend:
+    """Open ``model_path`` (or its ``precision`` sibling) in an ONNX Runtime CPU session after checking it
+    against the model contract."""
     import onnxruntime as ort
 
     path = Path(model_path)
@@ -134,7 +186,12 @@ def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threa
         raise ModelError(f"{path}: a TensorRT plan cannot run on ONNX Runtime",
                          f"pass the ONNX it was built from (--model {path.name.split('.')[0]}.onnx), "
                          "or use --backend tensorrt / tensorrt-rtx on a supported GPU")
+    path = model_for(path, precision)
     manifest = ModelManifest.from_onnx(path)
+    if precision not in (None, "auto") and manifest.precision != precision:
+        raise ModelError(f"{path.name}: --precision {precision} wanted, but it is a {manifest.precision} "
+                         "model (its manifest says so)",
+                         "name the variants <stem>.onnx / .fp16.onnx / .int8.onnx")
     # --threads N: one run at a time on N threads; 0: the cores shared by default_layout()'s parallel runs
     workers, threads = (1, threads) if threads and threads > 0 else default_layout()
     so = ort.SessionOptions()
@@ -145,8 +202,9 @@ def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threa
     # spinning threads would steal the cores that decode and resize frames between batches
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
+    model = _session_input(path, manifest)
     try:
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path.name}: ONNX Runtime cannot load it ({first[:200]})",
@@ -154,7 +212,7 @@ def load(model_path: str | Path, max_batch: int, backend_name: str = NAME, threa
     validate(session, manifest, max_batch, path)
     backend = OrtBackend(manifest, max_batch, session, path, threads, workers)
     _test_run(backend, path)
-    log.info("onnxruntime %s: %s (%d classes, input %dx%d, %d run%s at once × %d thread%s)", ort.__version__,
-             path.name, manifest.num_classes, *manifest.input_hw, workers, "s" if workers > 1 else "",
-             threads, "s" if threads > 1 else "")
+    log.info("onnxruntime %s: %s (%s, %d classes, input %dx%d, %d run%s at once × %d thread%s)",
+             ort.__version__, path.name, manifest.precision, manifest.num_classes, *manifest.input_hw,
+             workers, "s" if workers > 1 else "", threads, "s" if threads > 1 else "")
     return backend

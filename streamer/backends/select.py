@@ -12,12 +12,15 @@ Modules are imported lazily so that a missing heavy dependency costs nothing unt
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamer.backends.base import Backend
+from streamer.cuda_env import no_gpu_reason
 from streamer.errors import BackendUnavailableError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,15 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "streamer.backends.ort",
 }
 AUTO_ORDER = ("tensorrt", "tensorrt-rtx", "torch", "onnxruntime")
+GPU_BACKENDS = ("tensorrt", "tensorrt-rtx", "torch")  # what --device cuda[:N] may run (auto: in this order)
+# what each backend runs: the torch backend rebuilds the net from the .pth/.pt2 in fp32 or fp16; int8 is a QDQ
+# graph (tools/quantize.py) that ONNX Runtime runs with int8 CPU kernels and TensorRT builds INT8 plans from
+RUNS_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("fp32", "fp16", "int8"),
+    "tensorrt-rtx": ("fp32", "fp16", "int8"),
+    "torch": ("fp32", "fp16"),
+    "onnxruntime": ("fp32", "fp16", "int8"),
+}
 
 
 @dataclass(frozen=True)
@@ -49,28 +61,68 @@ def probe(name: str) -> str | None:
     return module.probe(name)
 
 
-def choose(requested: str = "auto") -> Selection:
-    """Resolve ``auto`` (or check an explicit choice) without loading a model."""
+def precision_reason(name: str, precision: str) -> str | None:
+    """None if backend ``name`` runs ``precision`` models (``auto``: each its own), else why not."""
+    runs = RUNS_PRECISIONS[name]
+    if precision == "auto" or precision in runs:
+        return None
+    return f"it runs {' and '.join(runs)} models, not {precision}"
+
+
+def choose(requested: str = "auto", precision: str = "auto", device: str = "auto") -> Selection:
+    """Resolve ``auto`` (or check an explicit choice) without loading a model. ``device`` (``--device``,
+    streamer.devices): ``cpu`` runs ONNX Runtime, ``cuda[:N]`` only the GPU backends."""
+    requested, order = _for_device(requested, device)
     if requested != "auto":
+        if requested in RUNS_PRECISIONS and (why := precision_reason(requested, precision)):
+            able = " / ".join(n for n in AUTO_ORDER if precision in RUNS_PRECISIONS[n])
+            raise ConfigError(f"--backend {requested} cannot run --precision {precision}: {why}",
+                              f"use --backend {able} for {precision} (onnxruntime on a CPU), or --precision "
+                              f"{' / '.join(RUNS_PRECISIONS[requested])}")
         reason = probe(requested)
         if reason is not None:
             raise BackendUnavailableError(f"backend {requested!r} cannot run here: {reason}",
                                           "use --backend auto to fall back to what this machine has")
         return Selection(requested, ())
     skipped: list[tuple[str, str]] = []
-    for name in AUTO_ORDER:
-        reason = probe(name)
+    for name in order:
+        reason = precision_reason(name, precision) or probe(name)
         if reason is None:
             return Selection(name, tuple(skipped))
         skipped.append((name, reason))
     details = "; ".join(f"{n}: {r}" for n, r in skipped)
+    if order != AUTO_ORDER:
+        raise BackendUnavailableError(f"--device {device}: no GPU backend can run here ({details})",
+                                      "pip install 'streamer[torch,cuda]', or use --device auto")
     raise BackendUnavailableError(f"no backend can run here ({details})", "pip install onnxruntime")
 
 
+def _for_device(requested: str, device: str) -> tuple[str, tuple[str, ...]]:
+    """(backend to use, ``auto`` order) for ``--device``; ConfigError when the two contradict each other."""
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        if requested not in ("auto", "onnxruntime"):
+            raise ConfigError(f"--backend {requested} runs on a GPU, not on --device cpu",
+                              "use --backend onnxruntime (or auto) with --device cpu")
+        return "onnxruntime", AUTO_ORDER
+    if kind == "cuda":
+        if requested == "onnxruntime":
+            raise ConfigError(f"--backend onnxruntime runs on the CPU, not on --device {device}",
+                              "use --backend auto, tensorrt, tensorrt-rtx or torch with a GPU device")
+        return requested, GPU_BACKENDS
+    return requested, AUTO_ORDER
+
+
 def open_backend(model_path: str | Path, requested: str = "auto", max_batch: int = 64,
-                 **options: Any) -> Backend:
-    """Pick a backend (logging the choice and why others were skipped) and load the model into it."""
-    selection = choose(requested)
+                 precision: str = "auto", device: str = "auto", **options: Any) -> Backend:
+    """Pick a backend (logging the choice and why others were skipped) and load the model into it.
+
+    ``precision`` (fp32 | fp16 | int8) picks the model's sibling of that precision; ``auto`` lets each
+    backend choose (TensorRT: the fp16 plan when there is an fp16 ONNX; PyTorch: fp16; ONNX Runtime: the
+    model as given)."""
+    selection = choose(requested, precision, device)
+    if precision != "auto":
+        options["precision"] = precision
     for name, reason in selection.skipped:
         log.info("backend %s skipped: %s", name, reason)
     module = importlib.import_module(BACKENDS[selection.name])
@@ -78,3 +130,19 @@ def open_backend(model_path: str | Path, requested: str = "auto", max_batch: int
     log.info("backend %s selected (%s)", selection.name,
              "requested" if requested != "auto" else "first usable in " + " → ".join(AUTO_ORDER))
     return backend
+
+
+def prefetch_imports(backend: str) -> None:
+    """Import torch on a background thread while the publisher binds and the sources open, when the backend
+    may be PyTorch on a GPU: the import alone takes seconds (seconds on a GPU host), and is otherwise the
+    first thing model loading waits for. Python's import lock makes the loader wait for this import."""
+    if backend not in ("auto", "torch") or importlib.util.find_spec("torch") is None or no_gpu_reason():
+        return
+
+    def run() -> None:
+        try:
+            import torch  # noqa: F401
+        except Exception:  # the backend's own probe reports it
+            log.debug("importing torch in the background failed", exc_info=True)
+
+    threading.Thread(target=run, name="import-torch", daemon=True).start()

@@ -14,6 +14,8 @@ from streamer.engine.identity import BatchProfile, PlanIdentity, identity_path_f
 from streamer.engine.steps import BuildPlan, CreateConfig, NetworkFromOnnx, SavePlan
 from streamer.errors import BackendUnavailableError, ModelError
 from streamer.model.manifest import ModelManifest, manifest_path_for, sha256_file
+from streamer.model.qdq import is_qdq
+from streamer.model.variants import PRECISIONS, quantize_command, stem_of, variant_path
 
 log = logging.getLogger(__name__)
 DEFAULT = "default"  # timing_cache sentinel: <out_dir>/<backend><version>.timing.cache for TensorRT
@@ -28,7 +30,8 @@ class BuildResult:
 
 
 def onnx_precision(path: Path) -> tuple[str, ModelManifest | None]:
-    """The ONNX's float precision, from its streamer manifest, else from its initializers' types."""
+    """The ONNX's precision, from its streamer manifest, else from its graph (Q/DQ nodes: int8) and
+    initializers' types."""
     import onnx
 
     try:
@@ -38,20 +41,30 @@ def onnx_precision(path: Path) -> tuple[str, ModelManifest | None]:
         if not path.is_file() or "no streamer manifest" not in exc.message:
             raise
     model = onnx.load(str(path), load_external_data=False)
+    if is_qdq(model):
+        return "int8", None
     halves = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     return ("fp16" if halves else "fp32"), None
 
 
 def sibling_for(path: Path, precision: str) -> Path:
-    stem = path.name.removesuffix(".onnx").removesuffix(".fp16")
-    return path.with_name(f"{stem}.fp16.onnx" if precision == "fp16" else f"{stem}.onnx")
+    return variant_path(path, precision)
+
+
+def missing_sibling_hint(path: Path, precision: str, manifest: ModelManifest | None = None) -> str:
+    """How to make the ``precision`` sibling of ``path``."""
+    if precision == "int8":
+        dataset = manifest.dataset if manifest else "shapes"
+        return f"quantize it (calibrated, accuracy-gated): {quantize_command(path, dataset)}"
+    return f"export it with tools/export_onnx.py (it writes {sibling_for(path, 'fp16').name})"
 
 
 def resolve_onnx(path: str | Path, precision: str | None) -> tuple[Path, str, ModelManifest | None]:
-    """The ONNX to build ``precision`` from: ``path`` itself, or its fp16/fp32 sibling (strong typing)."""
+    """The ONNX to build ``precision`` from: ``path`` itself, or its fp32/fp16/int8 sibling (networks are
+    strongly typed)."""
     path = Path(path)
-    if precision not in (None, "fp32", "fp16"):
-        raise ModelError(f"unknown precision {precision!r}", "use fp32 or fp16")
+    if precision is not None and precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
     actual, manifest = onnx_precision(path)
     if precision is None or precision == actual:
         return path, actual, manifest
@@ -64,8 +77,7 @@ def resolve_onnx(path: str | Path, precision: str | None) -> tuple[Path, str, Mo
     raise ModelError(
         f"{path} is an {actual} model and networks are strongly typed, so an {precision} plan needs an "
         f"{precision} ONNX ({sibling.name} not found)",
-        f"export it with tools/export_onnx.py (it writes {sibling_for(path, 'fp16').name}), "
-        "or drop --precision",
+        f"{missing_sibling_hint(path, precision, manifest)}, or drop --precision",
     )
 
 
@@ -98,7 +110,7 @@ def build_engine(onnx_path: str | Path, *, precision: str | None = None, profile
         version = ".".join(flavour.version.split(".")[:3])
         timing_cache = None if flavour.is_rtx else folder / f"trt{version}.timing.cache"
     config = CreateConfig(profile, ccs, timing_cache)
-    model_name = manifest.name if manifest else source.name.removesuffix(".onnx").removesuffix(".fp16")
+    model_name = manifest.name if manifest else stem_of(source)
     draft = PlanIdentity(
         model_name=model_name, onnx_sha256=sha256_file(source), backend=flavour.name,
         backend_version=flavour.version, compute_capabilities=config.targets(flavour), precision=prec,

@@ -18,7 +18,7 @@ from streamer.errors import EngineMismatchError, ModelError
 FORMAT = "streamer.plan"
 VERSION = 1
 BACKENDS = ("tensorrt", "tensorrt-rtx")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: built from a QDQ ONNX (explicit quantization)
 _SHORT = {"tensorrt": "trt", "tensorrt-rtx": "rtx"}
 
 

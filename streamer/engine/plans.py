@@ -20,6 +20,7 @@ from streamer.engine.flavour import import_flavour, rtx_compute_capabilities, ru
 from streamer.engine.identity import BatchProfile, Machine, PlanIdentity, normalise_cc
 from streamer.errors import EngineMismatchError, ModelError
 from streamer.model.manifest import ModelManifest, manifest_path_for, sha256_file
+from streamer.model.variants import stem_of, variant_path
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,16 @@ def plans_dir_for(onnx: Path) -> Path:
 def build_command(model: Path, flavour: str, precision: str, max_batch: int) -> str:
     """The ``tools/build_engine.py`` command line that builds the plan the runtime wants."""
     onnx = model if model.suffix == ".onnx" else model.with_name(model.name.split(".", 1)[0] + ".onnx")
-    onnx = onnx.with_name(onnx.name.replace(".fp16.onnx", ".onnx"))
+    onnx = variant_path(onnx, "fp32")
     return (f"python tools/build_engine.py {onnx} --backend {flavour} --precision {precision} "
             f"--max-batch {max_batch}")
 
 
 def _default_precision(onnx: Path) -> str:
-    """fp16 when there is an fp16 graph to build it from (the product's fast path), else the ONNX's own."""
+    """An fp32 model: fp16 when there is an fp16 graph to build it from (the product's fast path), else fp32.
+    An fp16 or int8 model: its own precision (the user picked that file)."""
     own, _ = onnx_precision(onnx)
-    return "fp16" if own == "fp16" or sibling_for(onnx, "fp16").is_file() else own
+    return "fp16" if own == "fp32" and sibling_for(onnx, "fp16").is_file() else own
 
 
 def _plan_problems(plan: Path, identity: PlanIdentity, machine: Machine, onnx: Path | None,
@@ -139,7 +141,7 @@ def resolve_plan(model_path: str | Path, *, flavour: str, machine: Machine, max_
     precision = precision or _default_precision(model_path)
     source, precision, _ = resolve_onnx(model_path, precision)
     folder = Path(plans_dir) if plans_dir else plans_dir_for(source)
-    stem = source.name.removesuffix(".onnx").removesuffix(".fp16")
+    stem = stem_of(source)
     stale: list[str] = []
     for plan in sorted(folder.glob("*.plan")) if folder.is_dir() else []:
         try:

@@ -6,82 +6,32 @@ returns at once; ``collect`` hands slots back in submission order, waiting on ea
 blocking-sync event: the waiting thread sleeps instead of spinning). With 2+ slots the batcher fills one slot
 while another is on the GPU.
 
-Contexts: pycuda runs on the device's *primary* context — the one the CUDA runtime (PyTorch, TensorRT)
-uses — so an engine's kernels can run on these streams over these buffers. CUDA keeps the current context
-per thread; every entry point here pushes the primary context for the calling thread (the batcher thread
-submits, a results thread collects) and pops it afterwards, so no thread is left holding it.
-The primary context is retained once per process and never released: CUDA objects freed late (pinned
-arrays the garbage collector reaches after ``close``) then never meet a dead context.
+Contexts: pycuda runs on the device's *primary* context (:mod:`streamer.gpu.context`), the one the CUDA
+runtime (PyTorch, TensorRT) and NVDEC use, so an engine's kernels can run on these streams over these buffers;
+every entry point here pushes it for the calling thread (the batcher thread submits, a results thread
+collects) and pops it afterwards.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from streamer.errors import BackendUnavailableError, ConfigError
+from streamer.errors import ConfigError
 from streamer.executors.base import Executor
 from streamer.executors.contract import CudaEngine, CudaSlot
+from streamer.gpu.context import PrimaryContext, driver
+
+__all__ = ["CudaExecutor", "PrimaryContext", "driver"]
 
 log = logging.getLogger(__name__)
 
 _STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit sync with the legacy default stream
 _POLL_MAX_S = 100e-6  # longest nap between event queries when collect() has a timeout
-
-
-def driver() -> Any:
-    """``pycuda.driver``, or a one-line error naming the extra to install."""
-    try:
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the CUDA executor needs pycuda ({exc})",
-                                      "pip install 'streamer[cuda]'") from exc
-    return cuda
-
-
-class PrimaryContext:
-    """The device's primary context, pushed per thread on demand (re-entrant)."""
-
-    _instances: dict[int, PrimaryContext] = {}  # noqa: RUF012 - per-process registry
-    _lock = threading.Lock()
-
-    def __init__(self, device_index: int) -> None:
-        cuda = driver()
-        cuda.init()
-        if device_index >= cuda.Device.count():
-            raise ConfigError(f"CUDA device {device_index} does not exist ({cuda.Device.count()} present)",
-                              "pick a device index below the count nvidia-smi shows")
-        self._cuda = cuda
-        self.device_index = device_index
-        self.device = cuda.Device(device_index)
-        self.context = self.device.retain_primary_context()
-        self._local = threading.local()
-
-    @classmethod
-    def get(cls, device_index: int = 0) -> PrimaryContext:
-        with cls._lock:
-            if device_index not in cls._instances:
-                cls._instances[device_index] = cls(device_index)
-            return cls._instances[device_index]
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        depth = getattr(self._local, "depth", 0)
-        if depth == 0:
-            self.context.push()
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth -= 1
-            if self._local.depth == 0:
-                self._cuda.Context.pop()
 
 
 class _LaunchedSlot(CudaSlot):

@@ -1,1 +1,2 @@
-"""Model side: networks, datasets, ONNX export and the model manifest (the contract with the runtime)."""
+"""Model side: networks, datasets, ONNX export, int8 quantization and the model manifest (the contract with
+the runtime)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import ModelError
+from streamer.model.variants import PRECISIONS
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
@@ -34,7 +35,7 @@ class ModelManifest:
     input_hw: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    precision: str = "fp32"  # of the ONNX graph's float math: fp32 | fp16
+    precision: str = "fp32"  # of the ONNX graph's math: fp32 | fp16 | int8 (QDQ: tools/quantize.py)
     arch: str = ""
     checkpoint_sha256: str = ""
     val_accuracy: float | None = None
@@ -57,7 +58,7 @@ class ModelManifest:
             raise ModelError(f"model {self.name!r} has a bad input size {self.input_hw}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ModelError(f"model {self.name!r} has a bad mean/std {self.mean}/{self.std}")
-        if self.precision not in ("fp32", "fp16"):
+        if self.precision not in PRECISIONS:
             raise ModelError(f"model {self.name!r} has unknown precision {self.precision!r}")
         if self.channel_order != CHANNEL_ORDER:
             raise ModelError(f"model {self.name!r} expects {self.channel_order} input, not BGR",
@@ -119,7 +120,8 @@ class ModelManifest:
 
 
 def manifest_path_for(onnx_path: str | Path) -> Path:
-    """``engines/shapes_cnn.onnx`` → ``engines/shapes_cnn.json`` (the fp16 variant shares the fp32 stem)."""
+    """``engines/shapes_cnn.onnx`` → ``engines/shapes_cnn.json`` (the fp16 variant shares the fp32 stem; the
+    int8 one has its own, ``shapes_cnn.int8.json``, with its calibration and accuracy gate)."""
     p = Path(onnx_path)
     stem = p.name.removesuffix(".onnx").removesuffix(".fp16")
     return p.with_name(stem + ".json")

@@ -22,6 +22,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,12 +69,13 @@ StateListener = Callable[["FrameSource", SourceState, str], None]
 class Frame:
     """One decoded frame: BGR uint8 HxWx3, its per-source index and capture time, as UNIX epoch seconds (for
     the wire) and on the monotonic clock (for latencies measured in this process: a clock step cannot skew
-    them)."""
+    them). ``file``: an image source's file, relative to its folder ("" for video)."""
 
     image: np.ndarray
     index: int
     capture_time: float
     capture_mono: float = field(default_factory=time.monotonic)
+    file: str = ""
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
@@ -98,7 +101,10 @@ class FrameSource(ABC):
         self.skipped = 0  # unreadable frames (or images) skipped: counted, logged, never fatal
         self.detail = ""  # why it ended/failed
         self.policy_override: Policy | None = None  # set from ``SRC#policy=NAME`` or ``--policy``
+        self.buffer_capacity = 8  # frames its buffer holds (set by the intake; sizes an NVDEC GPU ring)
+        self.self_paced = False  # realtime, and it paces and stamps its own frames (the reader must not)
         self.cancel: threading.Event | None = None  # set by the owner to abort a slow open (a stop request)
+        self.first_index = 0  # resume_after: frames with a smaller index are read past, not delivered
         self._state = SourceState.CREATED
         self._listeners: list[StateListener] = []
         self._lock = threading.Lock()
@@ -140,6 +146,10 @@ class FrameSource(ABC):
             except Exception:  # a listener bug must not kill the reader thread
                 log.exception("state listener failed for source %s", self.name)
 
+    def decode_info(self) -> dict[str, Any]:
+        """Where this source's frames are decoded (for the summary); NVDEC sources add their decode delay."""
+        return {"decoder": "cpu"}
+
     # -- life cycle --------------------------------------------------------------------------------------
     def open(self) -> None:
         """Open the input; raises SourceError (state FAILED) when it cannot be opened."""
@@ -157,6 +167,9 @@ class FrameSource(ABC):
             return None
         try:
             frame = self._read()
+            while frame is not None and frame.index < self.first_index:  # resumed: delivered elsewhere
+                self.frames_read += 1
+                frame = self._read()
         except SourceError as exc:
             self._set_state(SourceState.FAILED, str(exc))
             raise
@@ -165,6 +178,17 @@ class FrameSource(ABC):
             return None
         self.frames_read += 1
         return frame
+
+    def resume_after(self, index: int) -> None:
+        """Continue a stream that another run of this source delivered up to frame ``index`` (a restarted
+        scale-out worker, :mod:`streamer.scale`): the first frame delivered has a larger index. A file or an
+        image list reads past frames 0..index (decoded, not delivered, not counted as drops); a camera or
+        stream (:class:`~.live.LiveCaptureSource`) numbers its frames from ``index + 1``. Before ``open``."""
+        self.first_index = index + 1
+
+    def input_files(self) -> list[Path]:
+        """The files this source reads (none for cameras and streams): outputs must never overwrite them."""
+        return []
 
     def stop(self, detail: str = "stopped") -> None:
         """Mark the source ENDED (on request); the reader thread stops at its next read."""

@@ -37,6 +37,7 @@ class FrameBuffer:
         self.failed = False
         self.down = False
         self.dropped = 0  # total frames dropped by this buffer
+        self.skipped = 0  # frames its source could not decode (the reader keeps it current)
         self._dropped_untaken = 0
         self.taken = 0
 

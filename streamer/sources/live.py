@@ -28,6 +28,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -100,10 +101,10 @@ class _Connection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, open_capture: Callable[[], cv2.VideoCapture], label: str,
+    def __init__(self, open_capture: Callable[[], Any], label: str,
                  on_skip: Callable[[int], None]) -> None:
-        # (image, capture time, capture time on the monotonic clock)
-        self.frames: queue.Queue[tuple[np.ndarray, float, float]] = queue.Queue(maxsize=1)
+        # (image, capture time, capture time on the monotonic clock); the image may be a GPU frame
+        self.frames: queue.Queue[tuple[Any, float, float]] = queue.Queue(maxsize=1)
         self.opened = threading.Event()  # set once the open finished, successfully or not
         self.ended = threading.Event()  # set when the thread stops delivering (after its last frame)
         self.ok = False
@@ -126,7 +127,7 @@ class _Connection:
         self._abandoned.set()
 
     def _run(self) -> None:
-        cap: cv2.VideoCapture | None = None
+        cap: Any = None
         try:
             cap = self._open_capture()
             if not cap.isOpened():
@@ -150,7 +151,10 @@ class _Connection:
                 if failures:
                     self._on_skip(failures)
                     failures = 0
-                item = (to_bgr8(image), time.time(), time.monotonic())
+                # a capture that decodes on the GPU (sources.nvdec) hands a device frame and the time its
+                # packet was read; OpenCV's captures hand a host image, captured now
+                wall, mono = getattr(cap, "stamp", None) or (time.time(), time.monotonic())
+                item = (to_bgr8(image) if isinstance(image, np.ndarray) else image, wall, mono)
                 self.size = (item[0].shape[1], item[0].shape[0])
                 while not self._abandoned.is_set():
                     try:
@@ -186,6 +190,10 @@ class LiveCaptureSource(FrameSource):
         self._conn: _Connection | None = None
         self._next_index = 0
         self._wake = threading.Event()  # set by stop(): every wait ends at once
+
+    def resume_after(self, index: int) -> None:
+        """Number frames from ``index + 1``: a live source cannot go back for what it missed meanwhile."""
+        self._next_index = max(self._next_index, index + 1)
 
     @abstractmethod
     def _capture(self) -> cv2.VideoCapture:
@@ -239,7 +247,7 @@ class LiveCaptureSource(FrameSource):
                 return frame
         return None
 
-    def _next_from(self, conn: _Connection) -> tuple[np.ndarray, float, float] | None:
+    def _next_from(self, conn: _Connection) -> tuple[Any, float, float] | None:
         """The connection's next frame; None when it was lost (ended, or silent for ``timeout_s``) or the
         source was stopped."""
         deadline = time.monotonic() + self.options.timeout_s
