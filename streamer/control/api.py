@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from typing import Any
 
 from streamer.config import SETTINGS, Settings
@@ -28,14 +29,12 @@ REMOVE_WAIT_S = 5.0  # DELETE waits this long for the source's eos before answer
 ADD_FIELDS = ("source", "name", "policy")
 
 
-class ControlPlane:
-    """The endpoints, bound to one pipeline. ``add_to(server)`` puts them in its route table."""
+class Endpoints(ABC):
+    """The control plane's routes over what runs the sources: one pipeline (:class:`ControlPlane`) or a driver
+    over workers (``streamer.scale.control.DriverControl``). Subclasses give the probes, the entries, and how
+    a source is added and removed; the routes, the checks of a request and the statuses are shared."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        from streamer.control.prometheus import make_registry  # prometheus-client: only with --http
-
-        self.pipeline = pipeline
-        self.registry = make_registry(pipeline)
+    registry: Any  # prometheus_client CollectorRegistry
 
     def add_to(self, server: HttpServer) -> HttpServer:
         r = server.routes
@@ -48,12 +47,91 @@ class ControlPlane:
         r.add("DELETE", "/sources/{name}", self.remove_source)
         return server
 
-    # -- probes ------------------------------------------------------------------------------------------
     def metrics(self, request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
+    @abstractmethod
+    def healthz(self, request: Request) -> Response: ...
+
+    @abstractmethod
+    def readyz(self, request: Request) -> Response: ...
+
+    @abstractmethod
+    def entries(self) -> list[dict[str, Any]]:
+        """Every source of the run, as GET /sources lists them."""
+
+    @abstractmethod
+    def add(self, spec: str, name: str | None, policy: str | None) -> str:
+        """Open ``spec`` as a ``--source`` would be; the name it runs under."""
+
+    @abstractmethod
+    def remove(self, name: str, wait_s: float) -> bool:
+        """Stop source ``name``; True once its eos is out (within ``wait_s``)."""
+
+    def _entry(self, name: str) -> dict[str, Any]:
+        for entry in self.entries():
+            if entry["name"] == name:
+                return entry
+        raise HttpError(404, f"no source named {name!r} in this run", "GET /sources lists them")
+
+    def list_sources(self, request: Request) -> Response:
+        return Response.json(self.entries())
+
+    def get_source(self, request: Request) -> Response:
+        return Response.json(self._entry(request.params["name"]))
+
+    def add_source(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise HttpError(400, "the body must be a JSON object",
+                            '{"source": "...", "name": "optional", "policy": "optional"}')
+        unknown = sorted(set(body) - set(ADD_FIELDS))
+        if unknown:
+            raise HttpError(400, f"unknown field(s) {', '.join(map(repr, unknown))}",
+                            f"the fields are {', '.join(ADD_FIELDS)}")
+        for key in ADD_FIELDS:
+            if key in body and not isinstance(body[key], str):
+                raise HttpError(400, f'"{key}" must be a string')
+        if not body.get("source", "").strip():
+            raise HttpError(400, '"source" is missing or empty',
+                            "give what --source takes: webcam<N>, a video file, a folder or glob of images, "
+                            "a URL, or demo")
+        try:
+            name = self.add(body["source"], body.get("name"), body.get("policy"))
+        except SourceNameTaken as exc:
+            raise HttpError(409, exc.message, exc.hint) from None
+        except IntakeClosed as exc:
+            raise HttpError(503, exc.message, exc.hint) from None
+        except (SourceError, ConfigError) as exc:
+            raise HttpError(400, exc.message, exc.hint) from None
+        return Response.json(self._entry(name), 201, (("Location", f"/sources/{name}"),))
+
+    def remove_source(self, request: Request) -> Response:
+        name = request.params["name"]
+        try:
+            published = self.remove(name, REMOVE_WAIT_S)
+        except UnknownSource as exc:
+            raise HttpError(404, exc.message, exc.hint) from None
+        except SourceAlreadyEnded as exc:
+            raise HttpError(409, exc.message, exc.hint) from None
+        except IntakeClosed as exc:
+            raise HttpError(503, exc.message, exc.hint) from None
+        # 200: its last frames and its eos are out; 202: still draining (its eos follows)
+        return Response.json(self._entry(name), 200 if published else 202)
+
+
+class ControlPlane(Endpoints):
+    """The endpoints, bound to one pipeline. ``add_to(server)`` puts them in its route table."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        from streamer.control.prometheus import make_registry  # prometheus-client: only with --http
+
+        self.pipeline = pipeline
+        self.registry = make_registry(pipeline)
+
+    # -- probes ------------------------------------------------------------------------------------------
     def healthz(self, request: Request) -> Response:
         """200 while the process and the pipeline's threads are alive (also while starting); 503 once a
         pipeline thread has failed, or the run has ended."""
@@ -101,56 +179,11 @@ class ControlPlane:
                                     eos_reason(end) if end is not None else ""))
         return out
 
-    def _entry(self, name: str) -> dict[str, Any]:
-        for entry in self.entries():
-            if entry["name"] == name:
-                return entry
-        raise HttpError(404, f"no source named {name!r} in this run", "GET /sources lists them")
+    def add(self, spec: str, name: str | None, policy: str | None) -> str:
+        return self.pipeline.add_source(spec, name, policy).name
 
-    def list_sources(self, request: Request) -> Response:
-        return Response.json(self.entries())
-
-    def get_source(self, request: Request) -> Response:
-        return Response.json(self._entry(request.params["name"]))
-
-    def add_source(self, request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body must be a JSON object",
-                            '{"source": "...", "name": "optional", "policy": "optional"}')
-        unknown = sorted(set(body) - set(ADD_FIELDS))
-        if unknown:
-            raise HttpError(400, f"unknown field(s) {', '.join(map(repr, unknown))}",
-                            f"the fields are {', '.join(ADD_FIELDS)}")
-        for key in ADD_FIELDS:
-            if key in body and not isinstance(body[key], str):
-                raise HttpError(400, f'"{key}" must be a string')
-        if not body.get("source", "").strip():
-            raise HttpError(400, '"source" is missing or empty',
-                            "give what --source takes: webcam<N>, a video file, a folder or glob of images, "
-                            "a URL, or demo")
-        try:
-            source = self.pipeline.add_source(body["source"], body.get("name"), body.get("policy"))
-        except SourceNameTaken as exc:
-            raise HttpError(409, exc.message, exc.hint) from None
-        except IntakeClosed as exc:
-            raise HttpError(503, exc.message, exc.hint) from None
-        except SourceError as exc:
-            raise HttpError(400, exc.message, exc.hint) from None
-        return Response.json(self._entry(source.name), 201, (("Location", f"/sources/{source.name}"),))
-
-    def remove_source(self, request: Request) -> Response:
-        name = request.params["name"]
-        try:
-            published = self.pipeline.remove_source(name, REMOVE_WAIT_S)
-        except UnknownSource as exc:
-            raise HttpError(404, exc.message, exc.hint) from None
-        except SourceAlreadyEnded as exc:
-            raise HttpError(409, exc.message, exc.hint) from None
-        except IntakeClosed as exc:
-            raise HttpError(503, exc.message, exc.hint) from None
-        # 200: its last frames and its eos are out; 202: still draining (its eos follows)
-        return Response.json(self._entry(name), 200 if published else 202)
+    def remove(self, name: str, wait_s: float) -> bool:
+        return self.pipeline.remove_source(name, wait_s)
 
 
 def source_entry(src: FrameSource, buf: FrameBuffer, frames: int, fps: float, end: str) -> dict[str, Any]:

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from streamer.config import SETTINGS, Settings
-from streamer.control.api import ADD_FIELDS, REMOVE_WAIT_S, TOKEN_ENV
+from streamer.control.api import TOKEN_ENV, Endpoints
 from streamer.control.redact import public_uri
-from streamer.control.server import Guard, HttpError, HttpServer, Request, Response, parse_address
-from streamer.errors import ConfigError, SourceError
-from streamer.intake import IntakeClosed, SourceAlreadyEnded, SourceNameTaken, UnknownSource
+from streamer.control.server import Guard, HttpServer, Request, Response, parse_address
+from streamer.errors import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 DRIVER = "driver"  # the ``worker`` label of the driver's own process metrics
 
 
-class DriverControl:
+class DriverControl(Endpoints):
     """The endpoints, bound to one driver. ``add_to(server)`` puts them in its route table."""
 
     def __init__(self, driver: Driver) -> None:
@@ -44,23 +43,7 @@ class DriverControl:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DriverCollector(driver))
 
-    def add_to(self, server: HttpServer) -> HttpServer:
-        r = server.routes
-        r.add("GET", "/metrics", self.metrics)
-        r.add("GET", "/healthz", self.healthz)
-        r.add("GET", "/readyz", self.readyz)
-        r.add("GET", "/sources", self.list_sources)
-        r.add("GET", "/sources/{name}", self.get_source)
-        r.add("POST", "/sources", self.add_source)
-        r.add("DELETE", "/sources/{name}", self.remove_source)
-        return server
-
     # -- probes ------------------------------------------------------------------------------------------
-    def metrics(self, request: Request) -> Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
-
     def healthz(self, request: Request) -> Response:
         """200 while the driver runs (a worker being restarted included); 503 once the run has ended or
         failed, or a worker was given up."""
@@ -121,55 +104,11 @@ class DriverControl:
             out.append(entry)
         return out
 
-    def _entry(self, name: str) -> dict[str, Any]:
-        for entry in self.entries():
-            if entry["name"] == name:
-                return entry
-        raise HttpError(404, f"no source named {name!r} in this run", "GET /sources lists them")
+    def add(self, spec: str, name: str | None, policy: str | None) -> str:
+        return self.driver.add_source(spec, name, policy).name
 
-    def list_sources(self, request: Request) -> Response:
-        return Response.json(self.entries())
-
-    def get_source(self, request: Request) -> Response:
-        return Response.json(self._entry(request.params["name"]))
-
-    def add_source(self, request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body must be a JSON object",
-                            '{"source": "...", "name": "optional", "policy": "optional"}')
-        unknown = sorted(set(body) - set(ADD_FIELDS))
-        if unknown:
-            raise HttpError(400, f"unknown field(s) {', '.join(map(repr, unknown))}",
-                            f"the fields are {', '.join(ADD_FIELDS)}")
-        for key in ADD_FIELDS:
-            if key in body and not isinstance(body[key], str):
-                raise HttpError(400, f'"{key}" must be a string')
-        if not body.get("source", "").strip():
-            raise HttpError(400, '"source" is missing or empty',
-                            "give what --source takes: webcam<N>, a video file, a folder or glob of images, "
-                            "a URL, or demo")
-        try:
-            assigned = self.driver.add_source(body["source"], body.get("name"), body.get("policy"))
-        except SourceNameTaken as exc:
-            raise HttpError(409, exc.message, exc.hint) from None
-        except IntakeClosed as exc:
-            raise HttpError(503, exc.message, exc.hint) from None
-        except (SourceError, ConfigError) as exc:
-            raise HttpError(400, exc.message, exc.hint) from None
-        return Response.json(self._entry(assigned.name), 201, (("Location", f"/sources/{assigned.name}"),))
-
-    def remove_source(self, request: Request) -> Response:
-        name = request.params["name"]
-        try:
-            published = self.driver.remove_source(name, REMOVE_WAIT_S)
-        except UnknownSource as exc:
-            raise HttpError(404, exc.message, exc.hint) from None
-        except SourceAlreadyEnded as exc:
-            raise HttpError(409, exc.message, exc.hint) from None
-        except IntakeClosed as exc:
-            raise HttpError(503, exc.message, exc.hint) from None
-        return Response.json(self._entry(name), 200 if published else 202)
+    def remove(self, name: str, wait_s: float) -> bool:
+        return self.driver.remove_source(name, wait_s)
 
 
 class DriverCollector:
