@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from make_bench_media import MEDIA_DIR, MediaError, find_vtest
+from make_bench_media import MEDIA_DIR, MediaError, ensure_media
 
 CLIPS = ("live_1080p_nob.mp4", "live_1080p_nob.ts", "uhd_hevc.mp4", "damaged.mp4")
 
@@ -68,13 +68,12 @@ def make(out_dir: Path, vtest: Path) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--src", type=Path, default=None, help="vtest.avi (default: media/ or ../shared/media)")
+    p.add_argument("--src", type=Path, default=None,
+                   help="vtest.avi (default: media/ or ../shared/media when there, else an ffmpeg stand-in)")
     p.add_argument("--out-dir", type=Path, default=MEDIA_DIR / "nvdec")
     a = p.parse_args(argv)
     try:
-        vtest = find_vtest(a.src)
-        if vtest is None:
-            raise MediaError("vtest.avi not found (looked in media/ and ../shared/media); pass --src")
+        vtest = ensure_media(MEDIA_DIR, a.src, need=("vtest",))["vtest"]
         for name, path in make(a.out_dir, vtest).items():
             print(f"{name:20} {path.stat().st_size / 1e6:5.1f} MB  {path}")
     except MediaError as exc:
