@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from streamer.errors import ConfigError, StreamerError
+from streamer.files import write_atomic
 
 JSONL = "jsonl"
 SUMMARY = "summary"
@@ -152,16 +153,7 @@ def write_file(path: str | Path, data: bytes, flag: str) -> None:
             with open(path, "wb") as f:
                 f.write(data)
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        write_atomic(path, data)
     except OSError as exc:
         raise StreamerError(f"cannot write {flag} {str(path)!r}: {exc.strerror or exc}",
                             "free disk space or choose another path; the run itself completed") from None

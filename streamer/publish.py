@@ -118,7 +118,7 @@ class Publisher:
             check_endpoint(self.bind, bind=not self.connect)
         except ValueError as e:
             raise PublishError(f"cannot bind ZeroMQ endpoint {self.bind!r}: {e}",
-                               _BAD_ENDPOINT_HINT) from None
+                               BAD_ENDPOINT_HINT) from None
         if not self.connect:
             check_ipc_free(self.bind)
         self._thread = threading.Thread(target=self._run, name=f"publisher {self.bind}", daemon=True)
@@ -286,7 +286,7 @@ class Publisher:
         except zmq.ZMQError as e:
             sock.close(linger=0)
             ctx.term()
-            self._start_error = _bind_error(self.bind, e)
+            self._start_error = bind_error(self.bind, e)
             self._ready.set()
             return
         self._ready.set()
@@ -357,7 +357,7 @@ class Publisher:
             self._sent += 1
 
 
-_BAD_ENDPOINT_HINT = ("give --bind as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, or tcp://*:5555 for all "
+BAD_ENDPOINT_HINT = ("give --bind as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, or tcp://*:5555 for all "
                       "interfaces) or ipc:///path/to/socket")
 
 
@@ -377,7 +377,7 @@ def check_ipc_free(bind: str) -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise PublishError(f"cannot bind ZeroMQ endpoint {bind}: {e.strerror}", _BAD_ENDPOINT_HINT) from None
+        raise PublishError(f"cannot bind ZeroMQ endpoint {bind}: {e.strerror}", BAD_ENDPOINT_HINT) from None
     if not stat.S_ISSOCK(mode):
         raise PublishError(f"cannot bind ZeroMQ endpoint {bind}: {address} exists and is not a socket "
                            "(binding would delete it)", "choose another path for --bind ipc://...")
@@ -393,7 +393,7 @@ def check_ipc_free(bind: str) -> None:
                        "another streamer or program is using it: stop it, or choose another --bind")
 
 
-def _bind_error(bind: str, e: zmq.ZMQError) -> PublishError:
+def bind_error(bind: str, e: zmq.ZMQError) -> PublishError:
     reason = zmq.strerror(e.errno)
     if e.errno == zmq.EADDRINUSE:
         return PublishError(f"cannot bind ZeroMQ endpoint {bind}: address already in use",
@@ -403,7 +403,7 @@ def _bind_error(bind: str, e: zmq.ZMQError) -> PublishError:
         return PublishError(f"cannot bind ZeroMQ endpoint {bind}: {reason}",
                             "that address is not on this machine: use tcp://127.0.0.1:PORT (this machine "
                             "only) or tcp://*:PORT (all interfaces) as --bind")
-    return PublishError(f"cannot bind ZeroMQ endpoint {bind!r}: {reason}", _BAD_ENDPOINT_HINT)
+    return PublishError(f"cannot bind ZeroMQ endpoint {bind!r}: {reason}", BAD_ENDPOINT_HINT)
 
 
 class JsonlWriter:

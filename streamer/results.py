@@ -156,6 +156,7 @@ class ResultsStage:
         idx, top = top_k(slot.host_output[:slot.count], lab.topk)  # copied out: the slot is reused after
         labels, acc = lab.labels, self.accuracy
         now, now_mono = time.time(), time.monotonic()
+        latencies: list[float] = []  # capture→publish of each row, in seconds
         for i, tag in enumerate(slot.tags):
             pred = Prediction(
                 source=tag.source, frame_index=tag.frame_index, capture_time=tag.capture_time,
@@ -165,11 +166,12 @@ class ResultsStage:
             self.sinks.prediction(pred)
             if tag.picture is not None and self.on_picture is not None:
                 self.on_picture(pred, tag.picture)
-            self.metrics.record(tag.source, now_mono - tag.capture_mono, tag.dropped, tag.frame_index)
+            latencies.append(now_mono - tag.capture_mono)
+            self.metrics.record(tag.source, latencies[-1], tag.dropped, tag.frame_index)
             if acc is not None and tag.source == acc.source:
                 acc.add(tag.frame_index, labels[idx[i][0]])
         self.sinks.flush()
-        self.metrics.timings.capture_to_publish.observe_many([now_mono - t.capture_mono for t in slot.tags])
+        self.metrics.timings.capture_to_publish.observe_many(latencies)
 
     def end(self, end: SourceEnd) -> None:
         self.ends[end.source] = end

@@ -95,14 +95,13 @@ class PublisherSink(Sink):
                 else:
                     time.sleep(remaining)
             return
-        if self.wait_subscribers:
-            log.info("waiting up to %.0f s for %d subscriber(s) on %s", self.wait_timeout_s,
-                     self.wait_subscribers, self.publisher.endpoint)
-            if not self.publisher.wait_for_subscribers(self.wait_subscribers, self.wait_timeout_s, stop):
-                if stop is not None and stop.is_set():
-                    return
-                log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway",
-                            self.wait_subscribers, self.wait_timeout_s)
+        log.info("waiting up to %.0f s for %d subscriber(s) on %s", self.wait_timeout_s,
+                 self.wait_subscribers, self.publisher.endpoint)
+        if not self.publisher.wait_for_subscribers(self.wait_subscribers, self.wait_timeout_s, stop):
+            if stop is not None and stop.is_set():
+                return
+            log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway",
+                        self.wait_subscribers, self.wait_timeout_s)
 
     def prediction(self, pred: Prediction) -> None:
         self.publisher.publish(pred)

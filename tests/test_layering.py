@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamer"
 
 # lowest first; a module may import modules of its own layer or below (its own layer: without a cycle)
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("streamer", "streamer.errors", "streamer.host", "streamer.cuda_env", "streamer.paths",
+    ("streamer", "streamer.errors", "streamer.files", "streamer.host", "streamer.cuda_env", "streamer.paths",
      "streamer.devices"),
     ("streamer.protocol", "streamer.preprocess"),
     ("streamer.gpu",),

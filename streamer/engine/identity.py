@@ -8,12 +8,12 @@ plan for the ONNX it came from. :meth:`PlanIdentity.mismatches` lists every way 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamer.errors import EngineMismatchError, ModelError
+from streamer.files import write_atomic
 
 FORMAT = "streamer.plan"
 VERSION = 1
@@ -188,9 +188,7 @@ class PlanIdentity:
 
     def write(self, plan_path: str | Path) -> Path:
         side = identity_path_for(plan_path)
-        tmp = side.with_name(side.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        os.replace(tmp, side)
+        write_atomic(side, (self.to_json() + "\n").encode())
         return side
 
 

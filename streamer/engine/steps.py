@@ -14,7 +14,6 @@ Failures are one-line :class:`streamer.errors.StreamerError` s naming the file a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from streamer import cuda_env
 from streamer.engine.flavour import RTX_DEFAULT_TARGETS, TrtFlavour, import_flavour
 from streamer.engine.identity import BatchProfile
 from streamer.errors import BackendUnavailableError, ConfigError, ModelError
+from streamer.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +217,4 @@ class SavePlan:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data)

@@ -32,7 +32,7 @@ from streamer.protocol import (
     stats_payload,
     topic_for,
 )
-from streamer.publish import _BAD_ENDPOINT_HINT, _bind_error, check_ipc_free
+from streamer.publish import BAD_ENDPOINT_HINT, bind_error, check_ipc_free
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Forwarder:
             check_endpoint(self.bind, bind=True)
         except ValueError as e:
             raise PublishError(f"cannot bind ZeroMQ endpoint {self.bind!r}: {e}",
-                               _BAD_ENDPOINT_HINT) from None
+                               BAD_ENDPOINT_HINT) from None
         check_ipc_free(self.bind)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
@@ -170,7 +170,7 @@ class Forwarder:
         except zmq.ZMQError as e:
             for sock in sockets:
                 sock.close(linger=0)
-            self._start_error = _bind_error(self.bind, e)
+            self._start_error = bind_error(self.bind, e)
             self._ready.set()
             return
         self._ready.set()

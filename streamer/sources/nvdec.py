@@ -413,12 +413,7 @@ class NvdecFileSource(FrameSource):
         at = self._next_index
         cpu = VideoFileSource(self.path, self.name)
         try:
-            cpu._open()
-            assert cpu._cap is not None
-            if at:
-                cpu._cap.set(cv2.CAP_PROP_POS_FRAMES, at)
-            cpu._next_index = at
-            cpu.total_frames = total
+            cpu.open_at(at, total)
         except Exception as exc:
             self.detail = f"end of input after {at} of {total} frames (NVDEC stopped; the CPU could not " \
                           f"read on: {_first_line(exc)})"

@@ -122,6 +122,16 @@ class VideoFileSource(VideoCaptureSource):
         check_readable_file(self.path, "video file")
         return cv2.VideoCapture(str(self.path), cv2.CAP_ANY)
 
+    def open_at(self, index: int, total: int | None) -> None:
+        """Open the file at frame ``index`` (seeked, not decoded up to it) for a reader that takes over there:
+        NVDEC's hand-over when its demuxer gave up on damaged data (streamer.sources.nvdec)."""
+        self._open()
+        assert self._cap is not None
+        if index:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        self._next_index = index
+        self.total_frames = total
+
     def _open_error(self) -> SourceError:
         return SourceError(f"cannot decode video file {self.path}",
                            "is it a video? OpenCV/FFmpeg could not open it; try `ffprobe` on it")

@@ -227,3 +227,16 @@ def test_a_device_or_a_named_pipe_is_named_for_what_it_is(tmp_path: Path, color_
         assert r.returncode == 2, r.stderr
         assert r.stderr.strip().splitlines() == [r.stderr.strip()]
         assert f"is {what}, not a video file" in r.stderr and "no such file" not in r.stderr
+
+
+def test_open_at_takes_over_a_file_at_a_frame(h264: Path) -> None:
+    """What NVDEC's hand-over uses after its demuxer gave up: the CPU decoder reads on from that frame."""
+    from streamer.sources.video import VideoFileSource
+
+    source = VideoFileSource(h264, "clip")
+    source.open_at(300, 375)
+    try:
+        frames = read_all(source)
+    finally:
+        source.close()
+    assert [f.index for f in frames] == list(range(300, 375))
