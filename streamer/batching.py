@@ -4,9 +4,11 @@ on a short deadline after the batch's first frame (like DeepStream's ``batched-p
 When every open source is live and has already put its newest frame in the batch, the batch closes at
 once: the next frame of any of them is a frame period away, far beyond the deadline.
 
-A frame decoded on the GPU (NVDEC: its image is a ``streamer.gpu.frames.DeviceFrame``) is not resized here but
-asked to ``fill_row``: the kernel writes the row straight into the slot's device input on the slot's stream;
-a batch that mixes such rows with host rows uploads the host rows itself (``upload_rows``).
+A frame decoded on the GPU (NVDEC: its image is a ``streamer.gpu.rows.DeviceRow``, already the model's input
+row on the device) is not resized here but asked to ``fill_row``: its row is copied into the slot's device
+input on the slot's stream; once the slot is submitted it is told (``submitted``: its row may be reused after
+the batch's event); a batch that mixes such rows with host rows uploads the host rows itself
+(``upload_rows``).
 
 Its output is one ordered stream (``outbox``): each submitted Slot, a ``SourceEnd`` once a source's last frame
 is in a submitted slot, and a final ``None``. The results side consumes it in order, so an end-of-stream is
@@ -104,6 +106,7 @@ class Batcher:
         self.resize_s = 0.0  # time spent resizing frames into slots
         self.error: BaseException | None = None
         self._rr = 0
+        self._on_device: list[Any] = []  # GPU frames whose rows the slot being filled copies
         self._sealed = False
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
@@ -158,6 +161,9 @@ class Batcher:
                 if n:
                     slot.count = n
                     self.executor.submit(slot)
+                    for image in self._on_device:
+                        image.submitted(slot)
+                    self._on_device.clear()
                     self.outbox.put(slot)
                     self.batches += 1
                     self.frames += n
@@ -188,7 +194,7 @@ class Batcher:
         resize_s: list[float] = []  # per frame, for the timings (added once per batch)
         queued_s: list[float] = []
         host_rows: list[int] = []  # rows resized on the host (the executor uploads them, or on_device does)
-        on_device: Any = None  # a GPU frame that wrote its row into the slot's device input
+        on_device = self._on_device  # GPU frames that write their rows into the slot's device input
         while n < self.batch_size and not self._abort.is_set():
             with self.cond:
                 got = self._take()
@@ -211,8 +217,8 @@ class Batcher:
             if isinstance(image, np.ndarray):
                 resize_into(image, rows[n])
                 host_rows.append(n)
-            elif image.fill_row(slot, n):  # decoded on the GPU: converted and resized there, into the slot
-                on_device = image
+            elif image.fill_row(slot, n):  # decoded on the GPU: its row is copied into the slot there
+                on_device.append(image)
             resize_s.append(time.perf_counter() - t0)
             picture = None if self.tap is None else self.tap.take(buffer.source, picture_of(image))
             slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, frame.capture_mono,
@@ -220,8 +226,8 @@ class Batcher:
             n += 1
             if n == 1:
                 deadline = time.monotonic() + self.timeout_s
-        if on_device is not None:  # the input is on the device: the host rows of a mixed batch go up too
-            on_device.upload_rows(slot, host_rows)
+        if on_device:  # the input is on the device: the host rows of a mixed batch go up too
+            on_device[-1].upload_rows(slot, host_rows)
         self.resize_s += sum(resize_s)
         if self.timings is not None and n:
             self.timings.stages["resize"].observe_many(resize_s)

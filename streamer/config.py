@@ -33,6 +33,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 PROGRESS_CHOICES = ("auto", "on", "off")
 ENCODINGS = ("json", "msgpack")
 DECODE_CHOICES = ("auto", "cpu", "nvdec")  # as streamer.sources.nvdec.DECODE_CHOICES
+FAST_START_CHOICES = ("auto", "off")  # streamer.backends.fast_start
 POLICY_CHOICES = ("auto", "latest", "block", "drop-oldest")  # auto: latest for live sources, block for files
 NO_BIND = ("", "none", "off")
 
@@ -116,6 +117,13 @@ class Settings:
         choices=DECODE_CHOICES,
         note="A stream NVDEC cannot take (its codec, bit depth, size), cameras and images are decoded on the "
              "CPU. One source: --source 'clip.mp4#decode=cpu' (the suffix wins).")
+    nvdec_decoders: int = setting(
+        "input", "nvdec_decoders", 0, "--nvdec-decoders",
+        "NVDEC sessions per video file (0 = auto: the GPU's decoder engines shared out among the NVDEC file "
+        "sources, at most 4 each); a file is split at key frames and its segments decoded side by side",
+        metavar="N", lo=0, hi=16,
+        note="Frames still come out once each, in order. --realtime files, live streams and runs with "
+             "--annotate/--preview use one session per source.")
     max_frames: int = setting("input", "max_frames", 0, "--max-frames",
                               "stop each source after N frames (0 = no limit)", metavar="N", lo=0)
     file_queue: int = setting("input", "file_queue", 8, None, "frames buffered per file source; its reader "
@@ -157,6 +165,13 @@ class Settings:
     threads: int = setting("model", "threads", 0, "--threads",
                            "ONNX Runtime intra-op threads (0 = the usable cores less one)", metavar="N",
                            lo=0, hi=1024)
+    fast_start: str = setting(
+        "model", "fast_start", "auto", "--fast-start",
+        "auto = while a backend that is slow to start (PyTorch) loads in the background, ONNX Runtime runs "
+        "the same model (<stem>.onnx) on the CPU and classifies the first frames, then hands over; off = "
+        "wait for the backend before the first frame", choices=FAST_START_CHOICES,
+        note="Each prediction names the engine that made it (model). Skipped, and logged, without "
+             "onnxruntime or an ONNX beside the model. A backend that fails to load still fails the run.")
     # [batching]
     batch: int = setting("batching", "batch", 16, "--batch",
                          "most frames per batch (also the engine's max batch)", metavar="N", lo=1, hi=4096)

@@ -75,6 +75,7 @@ class Intake:
         self._on_state: StateListener | None = None
         self._attach: Attach | None = None
         self._on_decode: Callable[[float], None] | None = None
+        self._gpu_rows: tuple[tuple[int, int] | None, int, bool] | None = None  # configure_gpu's arguments
 
     def _make(self, spec: str, policy: Policy | None = None) -> FrameSource:
         """The source for one ``--source`` value, not yet opened (``policy``: instead of ``--policy``)."""
@@ -134,6 +135,28 @@ class Intake:
                 return source.name, Path(truth)
         return None
 
+    def configure_gpu(self, row_shape: tuple[int, int] | None, batch: int, keep_pictures: bool) -> None:
+        """Before ``start``: GPU-decoded sources make the model's (H, W) input rows (None: whole pictures),
+        for batches of up to ``batch``; ``keep_pictures``: viewers want whole pictures too."""
+        self._gpu_rows = (row_shape, batch, keep_pictures)
+
+    def _configure(self, sources: list[FrameSource]) -> None:
+        """Tell each NVDEC source the rows to make and how many decoder sessions a file of it may use."""
+        if self._gpu_rows is None:
+            return
+        gpu = [src for src in sources if hasattr(src, "configure_gpu")]
+        if not gpu:
+            return
+        files = [src for src in self.sources if hasattr(src, "configure_gpu") and not src.is_live]
+        decoders = self.settings.nvdec_decoders
+        if not decoders:
+            from streamer.sources.nvdec import decoder_engines
+            from streamer.sources.nvdec_file import decoders_per_file
+
+            decoders = decoders_per_file(len(files), decoder_engines())
+        for src in gpu:
+            src.configure_gpu(*self._gpu_rows, decoders)  # type: ignore[attr-defined]
+
     def start(self, on_state: StateListener, attach: Attach | None = None,
               on_decode: Callable[[float], None] | None = None) -> None:
         """Start reading. ``attach``: how ``add`` hands a new source's buffer to the pipeline (None: sources
@@ -141,6 +164,7 @@ class Intake:
         s = self.settings
         with self._lock:
             self._on_state, self._attach, self._on_decode = on_state, attach, on_decode
+            self._configure(self.sources)
             self.readers = [SourceReader(src, buf, s.max_frames, on_decode)
                             for src, buf in zip(self.sources, self.buffers, strict=True)]
             for src in self.sources:
@@ -194,6 +218,7 @@ class Intake:
             with self._lock:
                 if not self._running:
                     raise IntakeClosed("the run is ending: no source can be added now")
+                self._configure([source])
                 assert self._attach is not None and self._on_state is not None
                 self._attach(source, buffer)
                 reader = SourceReader(source, buffer, self.settings.max_frames, self._on_decode)

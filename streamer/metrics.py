@@ -102,9 +102,19 @@ class Summary:
         lat = self.latency_ms
         def fmt(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}"
+
+        def fmt_s(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        startup = self.extra.get("startup") or {}
+        engines = self.backend
+        if bridge := startup.get("bridge"):  # a fast start: say which engine made which frames
+            engines = (f"{bridge['backend']} for the first {bridge['frames']} frames, then {self.backend}"
+                       if bridge["frames"] < self.frames else
+                       f"{bridge['backend']}: {bridge['for']} was not ready before the last frame")
         out = [
             f"{self.frames} frames in {self.elapsed_s:.2f} s = {self.fps:.1f} frames/s "
-            f"({self.backend}, {self.batches} batches, mean batch {self.mean_batch:.1f})",
+            f"({engines}, {self.batches} batches, mean batch {self.mean_batch:.1f})",
             f"latency capture→publish ms: p50 {fmt(lat.get('p50'))}  p95 {fmt(lat.get('p95'))}  "
             f"p99 {fmt(lat.get('p99'))};  dropped {self.dropped}",
         ]
@@ -116,10 +126,15 @@ class Summary:
             a = self.accuracy
             out.append(f"demo accuracy: {a['correct']}/{a['total']} = {100 * a['accuracy']:.1f}% top-1 "
                        f"against {a['truth']}")
-        startup = self.extra.get("startup") or {}
         if startup.get("first_prediction_s") is not None:
+            ready = startup.get("model_ready_s")
             out.append(f"first prediction {startup['first_prediction_s']:.2f} s after the process started "
-                       f"(model ready at {startup.get('model_ready_s', 0.0):.2f} s)")
+                       f"(model ready at {fmt_s(ready)} s)")
+        if bridge:
+            then = (f"until {bridge['for']} took over at {bridge['handover_s']:.2f} s"
+                    if bridge.get("handover_s") is not None else f"({bridge['for']} never took over)")
+            out.append(f"fast start: {bridge['engine']} served {bridge['frames']} frames "
+                       f"({bridge['batches']} batches) {then}")
         return out
 
     def to_json(self) -> str:

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from streamer.backends.base import Backend
 from streamer.backends.select import prefetch_imports
@@ -24,6 +24,7 @@ from streamer.config import Settings
 from streamer.devices import parse_device, use_device
 from streamer.errors import ModelError, StreamerError
 from streamer.executors.base import Executor
+from streamer.executors.handover import Engaged, HandoverExecutor
 from streamer.host import process_start_mono
 from streamer.intake import Intake, IntakeClosed, StopRequested
 from streamer.metrics import AccuracyCheck, Metrics, SourceSummary, Summary
@@ -32,6 +33,9 @@ from streamer.results import Labelling, ResultsStage
 from streamer.sinks import JsonlSink, PublisherSink, Sink, Sinks
 from streamer.sources import FrameBuffer, FrameSource, SourceState
 from streamer.view.viewers import Viewers
+
+if TYPE_CHECKING:
+    from streamer.backends.fast_start import Bridge
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class Pipeline:
         self._default_sinks = sinks is None
         self.backend: Backend | None = None
         self.executor: Executor[Any] | None = None
+        self.handover: HandoverExecutor | None = None  # --fast-start: the bridge, then the requested backend
+        self._bridge: Bridge | None = None
         self.batcher: Batcher | None = None
         self.results: ResultsStage | None = None
         self.metrics: Metrics | None = None
@@ -105,7 +111,6 @@ class Pipeline:
             self._check_outputs()
             self._stop_point("opening the sources")
             self._open_model()
-            self._startup["model_ready"] = time.monotonic()
             self._stop_point("loading the model")
             self._open_sinks()
         except BaseException:
@@ -115,15 +120,85 @@ class Pipeline:
         return self
 
     def _open_model(self) -> None:
-        from streamer.backends.select import open_backend
+        """The requested backend; with --fast-start auto and a backend slow to start, ONNX Runtime at once and
+        the requested backend loading in the background (:mod:`streamer.backends.fast_start`)."""
+        from streamer.backends.fast_start import open_bridge
 
         s = self.settings
-        self.backend = open_backend(s.model_path(), s.backend, max_batch=s.batch, threads=s.threads,
-                                    precision=s.precision, device=s.device)
+        bridge = None
+        if s.fast_start == "auto":
+            bridge = open_bridge(s.model_path(), s.backend, max_batch=s.batch, precision=s.precision,
+                                 device=s.device, threads=s.threads)
+        if bridge is None:
+            self.backend = self._load_backend()
+            self.executor = self.backend.make_executor(s.batch, s.slots)
+            self._startup["model_ready"] = time.monotonic()
+        else:
+            self.backend, self._bridge = bridge.backend, bridge
+            engaged = Engaged(bridge.backend.make_executor(s.batch, s.slots), bridge.backend,
+                              bridge.backend.close)
+            self._startup["bridge_ready"] = time.monotonic()
+            self.handover = HandoverExecutor(engaged, self._load_requested, on_ready=self._on_backend_ready,
+                                             on_failed=self._on_backend_failed)
+            self.executor = self.handover
+            self.handover.start()
         if s.topk > self.backend.manifest.num_classes:
             log.info("--topk %d > %d classes: publishing all of them", s.topk,
                      self.backend.manifest.num_classes)
-        self.executor = self.backend.make_executor(s.batch, s.slots)
+
+    def _load_backend(self) -> Backend:
+        from streamer.backends.select import open_backend
+
+        s = self.settings
+        return open_backend(s.model_path(), s.backend, max_batch=s.batch, threads=s.threads,
+                            precision=s.precision, device=s.device)
+
+    def _load_requested(self) -> Engaged:
+        """On the hand-over's loading thread: the requested backend and its executor, checked against the
+        bridge (one model: the same labels and rows)."""
+        assert self._bridge is not None
+        bridge = self._bridge.backend
+        backend = self._load_backend()
+        try:
+            if backend.manifest.labels != bridge.manifest.labels or backend.batch_spec != bridge.batch_spec:
+                ours, theirs = bridge.manifest, backend.manifest
+                raise ModelError(f"the {backend.name} backend's model ({theirs.num_classes} classes, input "
+                                 f"{theirs.input_hw}) is not the ONNX model that ran while it loaded "
+                                 f"({ours.num_classes} classes, input {ours.input_hw})",
+                                 "export both from one checkpoint (tools/export_onnx.py), or use "
+                                 "--fast-start off")
+            executor = backend.make_executor(self.settings.batch, self.settings.slots)
+        except BaseException:
+            backend.close()
+            raise
+        return Engaged(executor, backend, backend.close)
+
+    def _on_backend_ready(self, engaged: Engaged) -> None:
+        self.backend = cast(Backend, engaged.engine)
+        self._startup["model_ready"] = time.monotonic()
+
+    def _on_backend_failed(self, exc: BaseException) -> None:
+        bridge = self._bridge.backend.name if self._bridge else "the bridge"
+        log.error("the %s backend failed to load (%s); %s served the frames so far; stopping",
+                  self.settings.backend, exc, bridge)
+        self.request_stop()
+
+    def _backend_failure(self) -> BaseException | None:
+        """Why the backend loading behind a fast start failed (raised as it would be without the bridge)."""
+        return self.handover.error if self.handover is not None else None
+
+    def _await_backend(self) -> None:
+        """A run that ended on the bridge still waits for the requested backend (unless it was stopped), so
+        that one that cannot load fails the run as it would without the bridge."""
+        handover = self.handover
+        if handover is None or handover.settled.is_set():
+            return
+        log.info("the run ended before the %s backend finished loading: waiting for it",
+                 self.settings.backend)
+        while not handover.wait_settled(SUPERVISE_S):
+            if self._stop.is_set():
+                log.info("stopped before the %s backend finished loading", self.settings.backend)
+                return
 
     def _open_publisher(self) -> None:
         s = self.settings
@@ -170,6 +245,8 @@ class Pipeline:
         manifest = self.backend.manifest
         for sink in self.sinks.sinks:
             sink.ready(self._stop)  # e.g. --wait-subscribers; a stop request ends the wait
+        if (failure := self._backend_failure()) is not None:
+            raise failure
         if self._stop.is_set():  # nothing was read: every source ends with no frame
             for src in self.sources:
                 self.sinks.end(src.name, 0, "stopped")
@@ -182,12 +259,15 @@ class Pipeline:
         labelling = Labelling(manifest.labels, min(s.topk, manifest.num_classes), self.backend.engine_id)
         self.results = ResultsStage(self.executor, self.sinks, self.metrics, labelling, self.accuracy,
                                     on_batch_error=self.request_stop, on_end=self._on_end,
-                                    on_picture=self.viewers.show if self.viewers is not None else None)
+                                    on_picture=self.viewers.show if self.viewers is not None else None,
+                                    model_id_of=self.handover.engine_id_of if self.handover else None)
         for src in self.sources:
             self.sinks.health(src.name, "up", src.description)
         self.metrics.start = time.monotonic()
         self.results.start(outbox, self._unreported_ends)
         self.batcher.start()
+        spec = self.backend.batch_spec
+        self.intake.configure_gpu(tuple(spec.sample_shape[:2]), s.batch, self.viewers is not None)
         self.intake.start(self._on_state, self._attach, self.metrics.timings.stages["decode"].observe)
         self.phase = "running"
         try:
@@ -195,9 +275,12 @@ class Pipeline:
         finally:
             self.phase = "ended"
         self.metrics.finish()
+        self._await_backend()
         self.error = self.error or self.results.error or self.batcher.error
         self._publish_stats()
         summary = self.summary()
+        if (failure := self._backend_failure()) is not None:
+            raise failure  # the requested backend could not load: as without the bridge
         if self.error is not None:
             raise self.error  # a StreamerError (e.g. the output disk is full) or a bug in a pipeline thread
         if self.results.batch_error is not None:
@@ -324,14 +407,26 @@ class Pipeline:
             stopped_by_signal=self._stopping, extra=extra,
         )
 
-    def _startup_times(self) -> dict[str, float | None]:
-        """Seconds from the process start to: sources open, model ready, first prediction published."""
+    def _startup_times(self) -> dict[str, Any]:
+        """Seconds from the process start to: sources open, model ready (the requested backend), first
+        prediction published; ``bridge``: what a fast start's bridge did (None: there was none)."""
         start = process_start_mono()
+
+        def since_start(t: float | None) -> float | None:
+            return round(t - start, 3) if start is not None and t is not None else None
+
         marks = dict(self._startup)
         if self.metrics is not None and self.metrics.first_record is not None:
             marks["first_prediction"] = self.metrics.first_record
-        return {f"{name}_s": round(t - start, 3) if start is not None else None
-                for name, t in marks.items()}
+        bridge_ready = marks.pop("bridge_ready", None)
+        out: dict[str, Any] = {f"{name}_s": since_start(t) for name, t in marks.items()}
+        h = self.handover
+        out["bridge"] = None if h is None or self._bridge is None else {
+            "backend": self._bridge.backend.name, "engine": h.bridge.engine_id,
+            "for": self._bridge.stands_in_for, "ready_s": since_start(bridge_ready),
+            "handover_s": since_start(h.handover_mono), "frames": h.bridge_frames,
+            "batches": h.bridge_batches}
+        return out
 
     @property
     def failed_sources(self) -> list[str]:
@@ -352,8 +447,8 @@ class Pipeline:
             self.results.join(JOIN_TIMEOUT_S)
         self.intake.close()
         if self.executor is not None:
-            self.executor.close()
-        if self.backend is not None:
+            self.executor.close()  # a hand-over closes both its engines
+        if self.backend is not None and self.handover is None:
             self.backend.close()
         errors: list[BaseException] = []
         for sink in self.sinks.sinks:

@@ -26,7 +26,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -75,7 +75,8 @@ class Publisher:
 
     def __init__(self, bind: str, *, hwm: int = 10000, encoding: str = "json", linger_ms: int = 500,
                  queue_size: int = 10000, connect: bool = False) -> None:
-        """``connect``: connect to ``bind`` instead of binding it, e.g. to a forwarder's XSUB socket (a
+        """``queue_size``: items waiting for the publisher thread (a message, or a batch's predictions);
+        ``connect``: connect to ``bind`` instead of binding it, e.g. to a forwarder's XSUB socket (a
         scale-out worker publishing through its driver, :mod:`streamer.scale`)."""
         if hwm < 1:
             # ZeroMQ reads 0 as "unbounded": a stuck subscriber would then grow memory without limit.
@@ -176,6 +177,14 @@ class Publisher:
         """Queue one prediction; never blocks. False if it was dropped (queue full or publisher closed)."""
         return self._enqueue(pred.topic, functools.partial(_pred_payload, pred), 0.0)
 
+    def publish_many(self, preds: Sequence[Prediction]) -> bool:
+        """Queue a batch's predictions as one item (one hand-over to the publisher thread, not one each);
+        never blocks. False if they were dropped (queue full or publisher closed: each counts as dropped)."""
+        if not preds:
+            return True
+        items = [(pred.topic, functools.partial(_pred_payload, pred)) for pred in preds]
+        return self._enqueue_item(items, 0.0, len(items))
+
     def publish_eos(self, source: str, frames: int, reason: str = "end", skipped: int = 0) -> bool:
         """A source ended: ``frames`` of its frames were classified, ``skipped`` could not be decoded;
         ``reason`` is end / error / stopped."""
@@ -245,20 +254,24 @@ class Publisher:
         return True
 
     def _enqueue(self, topic: str, build: _Builder, block_s: float) -> bool:
+        return self._enqueue_item((topic, build), block_s, 1)
+
+    def _enqueue_item(self, item: Any, block_s: float, messages: int) -> bool:
+        """Queue ``item``: a (topic, builder) pair, or a list of them (``messages`` in all)."""
         if self._thread is None:
             raise RuntimeError("Publisher.publish*() before start()")
         if not self._closed:
             try:
                 if block_s > 0:
-                    self._queue.put((topic, build), timeout=block_s)
+                    self._queue.put(item, timeout=block_s)
                 else:
-                    self._queue.put_nowait((topic, build))
+                    self._queue.put_nowait(item)
                 return True
             except queue.Full:
                 self._warn_once("queue", "publisher queue full (%d): dropping messages (counted as "
                                 "dropped_queue)", self._queue.maxsize)
         with self._lock:
-            self._dropped_queue += 1
+            self._dropped_queue += messages
         return False
 
     def _warn_once(self, key: str, msg: str, *args: object) -> None:
@@ -298,8 +311,12 @@ class Publisher:
 
     def _loop(self, sock: zmq.Socket[bytes]) -> None:
         q = self._queue
+        next_read = 0.0
         while True:
-            self._read_subscriptions(sock)
+            now = time.monotonic()
+            if now >= next_read:  # busy or idle, subscriptions are read at least every _IDLE_POLL_S
+                self._read_subscriptions(sock)
+                next_read = now + _IDLE_POLL_S
             try:
                 item = q.get(timeout=_IDLE_POLL_S)
             except queue.Empty:
@@ -307,7 +324,11 @@ class Publisher:
             try:
                 if item is _STOP:
                     return
-                self._send(sock, *item)
+                if isinstance(item, list):  # a batch's predictions
+                    for topic, build in item:
+                        self._send(sock, topic, build)
+                else:
+                    self._send(sock, *item)
             finally:
                 q.task_done()
 

@@ -69,10 +69,14 @@ class ResultsStage:
                  accuracy: AccuracyCheck | None = None,
                  on_batch_error: Callable[[], None] | None = None,
                  on_end: Callable[[SourceEnd], None] | None = None,
-                 on_picture: Callable[[Prediction, np.ndarray], None] | None = None) -> None:
+                 on_picture: Callable[[Prediction, np.ndarray], None] | None = None,
+                 model_id_of: Callable[[Slot], str] | None = None) -> None:
         """``on_end``: called after each source's end-of-stream went to the sinks; ``on_picture``: each
-        prediction whose frame a viewer took (FrameTag.picture), with that image, after the sinks."""
+        prediction whose frame a viewer took (FrameTag.picture), with that image, after the sinks;
+        ``model_id_of``: the id of the engine that made a slot's results, when it is not always
+        ``labelling.model_id`` (a fast start's bridge, :mod:`streamer.executors.handover`)."""
         self.executor = executor
+        self.model_id_of = model_id_of
         self.on_end = on_end
         self.on_picture = on_picture
         self.sinks = sinks
@@ -155,13 +159,14 @@ class ResultsStage:
         lab = self.labelling
         idx, top = top_k(slot.host_output[:slot.count], lab.topk)  # copied out: the slot is reused after
         labels, acc = lab.labels, self.accuracy
+        model_id = lab.model_id if self.model_id_of is None else self.model_id_of(slot)
         now, now_mono = time.time(), time.monotonic()
         latencies: list[float] = []  # capture→publish of each row, in seconds
         for i, tag in enumerate(slot.tags):
             pred = Prediction(
                 source=tag.source, frame_index=tag.frame_index, capture_time=tag.capture_time,
                 topk=tuple(TopK(j, labels[j], sc) for j, sc in zip(idx[i], top[i], strict=True)),
-                model_id=lab.model_id, dropped=tag.dropped, publish_time=now, file=tag.file,
+                model_id=model_id, dropped=tag.dropped, publish_time=now, file=tag.file,
             )
             self.sinks.prediction(pred)
             if tag.picture is not None and self.on_picture is not None:

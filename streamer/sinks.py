@@ -67,6 +67,8 @@ class PublisherSink(Sink):
         self.wait_subscribers = wait_subscribers
         self.wait_timeout_s = wait_timeout_s
         self._bound = False
+        # a batch's predictions, handed to the publisher thread together on flush(): one hand-over per batch
+        self._pending: list[Prediction] = []
 
     @classmethod
     def create(cls, bind: str, *, hwm: int, encoding: str, wait_subscribers: int = 0,
@@ -104,9 +106,14 @@ class PublisherSink(Sink):
                         self.wait_subscribers, self.wait_timeout_s)
 
     def prediction(self, pred: Prediction) -> None:
-        self.publisher.publish(pred)
+        self._pending.append(pred)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self.publisher.publish_many(pending)
 
     def end(self, source: str, frames: int, reason: str, skipped: int = 0) -> None:
+        self.flush()  # a source's eos goes out after its last prediction
         self.publisher.publish_eos(source, frames, reason, skipped)
 
     def health(self, source: str, state: str, detail: str) -> None:
@@ -119,6 +126,7 @@ class PublisherSink(Sink):
         return self.publisher.counters()
 
     def close(self) -> None:
+        self.flush()
         self.publisher.close()
 
 

@@ -44,6 +44,9 @@ class GpuFrameStandIn:
         self.calls.append(("upload_rows", list(rows)))
         slot.input_on_device = True
 
+    def submitted(self, slot: Any) -> None:
+        self.calls.append(("submitted", slot.seq))
+
 
 @pytest.fixture
 def executor(color_model: Path):
@@ -77,6 +80,8 @@ def test_a_mixed_batch_fills_gpu_rows_on_the_gpu_and_uploads_the_host_rows(execu
     uploads = [c for c in calls if c[0] == "upload_rows"]
     # rows written on the device: the host rows (0, 2, 4) go up with them, once, after the batch is filled
     assert uploads == ([("upload_rows", [0, 2, 4])] if on_device else [])
+    # a device row is told its batch was submitted (its row may be reused after the batch's event), once
+    assert [c for c in calls if c[0] == "submitted"] == ([("submitted", slot.seq)] * 3 if on_device else [])
     done = executor.collect(timeout=TIMEOUT)
     labels = done.host_output[:6].argmax(1).tolist()
     executor.release(done)

@@ -23,8 +23,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("streamer.model",),
     ("streamer.engine",),
     ("streamer.sources",),
-    ("streamer.executors",),
-    ("streamer.backends",),
+    ("streamer.executors", "streamer.executors.handover"),  # handover: a fast start's two executors as one
+    ("streamer.backends", "streamer.backends.fast_start"),  # fast_start: which backend is bridged, the bridge
     ("streamer.batching", "streamer.metrics", "streamer.publish", "streamer.subscribe", "streamer.config",
      "streamer.view.tap", "streamer.view.draw"),  # what the batcher hands viewers; the annotation overlay
     ("streamer.sinks", "streamer.outputs"),

@@ -210,6 +210,29 @@ def test_close_drains_the_queue() -> None:
     assert pub.counters()["sent"] == n + 1
 
 
+def test_a_batch_handed_over_at_once_goes_out_in_order_before_a_later_eos(publisher: Publisher) -> None:
+    with zmq_context() as ctx:
+        sub = sub_socket(ctx, publisher.endpoint, ["pred.", "eos."])
+        assert publisher.wait_for_subscribers(1, timeout=10)
+        assert publisher.publish_many([make_prediction(i) for i in range(64)])
+        assert publisher.publish_many([])
+        assert publisher.publish_many([make_prediction(i) for i in range(64, 100)])
+        assert publisher.publish_eos("cam0", 100)
+        got = recv_messages(sub, 101)
+        assert_silent(sub)
+    assert [d["frame"] for _, d in got[:100]] == list(range(100))
+    assert [d["seq"] for _, d in got[:100]] == list(range(100))
+    assert got[100][0] == "eos.cam0"
+    assert publisher.counters()["sent"] == 101
+
+
+def test_a_batch_after_close_is_dropped_and_each_message_counted() -> None:
+    pub = Publisher(ANY_PORT).start()
+    pub.close()
+    assert pub.publish_many([make_prediction(i) for i in range(5)]) is False
+    assert pub.counters()["dropped_queue"] == 5
+
+
 def test_publish_after_close_is_dropped_and_counted() -> None:
     pub = Publisher(ANY_PORT).start()
     pub.close()

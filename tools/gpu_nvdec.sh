@@ -5,9 +5,10 @@
 #   .whl/          the wheels (.whl/install.sh: pyzmq, pycuda, PyNvVideoCodec's pre-installed tree)
 #   media/         vtest_1080p.mp4 (tools/make_bench_media.py) and media/nvdec/ (tools/make_nvdec_media.py:
 #                  live_1080p_nob.{mp4,ts}, uhd_hevc.mp4, damaged.mp4; ~7 MB) — made where ffmpeg is, carried
-# Steps: install → environment → GPU tests of the NVDEC path (tests/gpu, tests/sources/test_nvdec_*.py, the
-# batcher's device rows; STREAMER_NVDEC_MEDIA points them at media/nvdec) → `tools/bench.py nvdec` (1080p ×1/8/16
-# and 4K HEVC through CPU and NVDEC decoding, the naive loop, live 1080p30 over HTTP, start-up per backend).
+# Steps: install → environment → GPU tests (marker gpu: tests/gpu, tests/sources/test_nvdec_*.py, executors,
+# backends; STREAMER_NVDEC_MEDIA points them at media/nvdec) → the kernel against OpenCV on NVDEC's NV12
+# (tools/nv12_match.py) → `tools/bench.py nvdec` (1080p ×1/8/16 and 4K HEVC through CPU and NVDEC decoding, the
+# naive loop, live 1080p30 over HTTP, start-up per backend).
 # Default: about 7 minutes (tests ~1.5, bench ~5 with a 120 s live run). Knobs:
 #   TEST_LIMIT / BENCH_LIMIT (s) bound each step; SKIP_TESTS=1 / SKIP_BENCH=1 leave one out;
 #   BENCH_ARGS adds/overrides bench options, e.g. "--concurrency 1,8 --live-seconds 30 --live-cpu".
@@ -46,11 +47,16 @@ EOF
 
 if [ -z "${SKIP_TESTS:-}" ]; then
   echo "== tests ($(( $(date +%s) - t0 )) s so far) =="
-  timeout "$TEST_LIMIT" python3 -m pytest -p no:cacheprovider -o addopts="" -v -rsfE --timeout 200 -s \
-    --junitxml="$OUT/nvdec_tests.xml" tests/gpu/test_nv12.py tests/sources/test_nvdec_choice.py \
-    tests/sources/test_nvdec_gpu.py tests/test_batching_device_rows.py 2>&1 | tee "$OUT/nvdec_tests.log"
+  # -m gpu: the GPU-host halves (the CPU halves need ffmpeg, which this host lacks; CI runs them)
+  timeout "$TEST_LIMIT" python3 -m pytest -p no:cacheprovider -o addopts="" -v -rsfE --timeout 200 -s -m gpu \
+    --junitxml="$OUT/nvdec_tests.xml" tests/gpu tests/sources/test_nvdec_choice.py \
+    tests/sources/test_nvdec_gpu.py tests/executors tests/backends 2>&1 | tee "$OUT/nvdec_tests.log"
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || { echo "gpu_nvdec: tests exited $rc"; status=1; }
+  echo "== kernel vs OpenCV, NV12 from NVDEC =="
+  demo=$(python3 -c "from streamer.paths import DEMO_DIR; print(DEMO_DIR / 'shapes_demo.mp4')")
+  timeout 120 python3 tools/nv12_match.py media/vtest_1080p.mp4 "$demo" --nv12-from nvdec --kernel \
+    --json-out "$OUT/nv12_match.json" 2>&1 | tee "$OUT/nv12_match.log" | grep -E "^[a-z_0-9]+\.mp4|x[0-9]+ +exact"
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then

@@ -46,14 +46,17 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp16", "fp32")
 
 
-def probe(name: str = "torch") -> str | None:
-    """None if PyTorch can run on a CUDA GPU here; else why not (cheap checks before importing torch)."""
+def quick_probe(name: str = "torch") -> str | None:
+    """The checks of :func:`probe` that need no ``import torch`` (seconds on a GPU host): installed, a GPU,
+    pycuda. None: PyTorch will most likely run (only a CPU-only torch build still fails :func:`probe`)."""
     if importlib.util.find_spec("torch") is None:
         return "torch is not installed (pip install 'streamer[torch]')"
-    reason = no_gpu_reason()
-    if reason:
-        return reason
-    reason = pycuda_reason()
+    return no_gpu_reason() or pycuda_reason()
+
+
+def probe(name: str = "torch") -> str | None:
+    """None if PyTorch can run on a CUDA GPU here; else why not (cheap checks before importing torch)."""
+    reason = quick_probe(name)
     if reason:
         return reason
     import torch

@@ -1,10 +1,10 @@
-"""Decoded frames that stay on the GPU until a batch row is made of them.
+"""Whole decoded pictures kept on the GPU: what viewers (``--annotate``, ``--preview``) download.
 
-An NVDEC decoder reuses its output surface on every ``Decode`` call, so each source copies a decoded NV12
-picture into its own :class:`Nv12Ring` (a device-to-device copy on the source's stream: ~3 MB at 1080p), and
-hands the pipeline a :class:`DeviceFrame` pointing at it. The batcher then calls ``fill_row``: the NV12 → BGR
-+ resize kernel writes the model's input row straight into the slot's device input, on the slot's stream, so
-the full frame never crosses PCIe (a CPU executor's host slot gets the small resized row copied down instead).
+An NVDEC decoder reuses its output surfaces, so a source that must keep whole pictures copies each decoded
+NV12 picture into its own :class:`Nv12Ring` (a device-to-device copy: ~3 MB at 1080p) and refers to it with a
+:class:`DeviceFrame`. The pipeline's rows are made elsewhere (:mod:`streamer.gpu.rows`); a DeviceFrame can
+still ``fill_row`` a slot itself (NV12 → BGR + resize straight into the slot's device input, on the slot's
+stream) when a source has no rows of the model's size.
 
 Ring depth and reuse: a source never has more than ``buffer capacity + a few`` frames between its decoder and
 the batcher (its buffer, the frame being batched, the one it holds), so a ring of ``capacity + RING_SPARE``
@@ -190,6 +190,9 @@ class DeviceFrame:
         h, w = int(device_input.shape[1]), int(device_input.shape[2])
         self._ring.fill_device(self._entry, int(device_input.gpudata) + row * h * w * 3, h, w, slot.stream)
         return True
+
+    def submitted(self, slot: Any) -> None:
+        """The batch that read this picture was submitted (its entry's event already guards the ring)."""
 
     def upload_rows(self, slot: Any, rows: list[int]) -> None:
         """Mark ``slot``'s input as written on the device, uploading the host rows of a mixed batch."""

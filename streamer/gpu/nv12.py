@@ -2,15 +2,17 @@
 
 The kernel (``nv12_resize.cu``; its PTX beside it is committed and loaded with
 ``pycuda.driver.module_from_buffer``, so the driver compiles it for the GPU at run time and no CUDA compiler
-is needed) converts and resizes in one pass, matching the CPU path the model was validated with: a bilinear
-step to 4× the target then a 4×4 box mean when the frame is more than 4× the target, else INTER_AREA. Rebuild
-the PTX after editing the source: ``nvcc -ptx -arch=compute_75 -O3 -o streamer/gpu/nv12_resize.ptx
-streamer/gpu/nv12_resize.cu`` (compute_75: any GPU from Turing on).
+is needed) converts and resizes in one pass, bit-exact with the CPU path the model was validated with
+(OpenCV's FFmpeg decode, swscale's fixed-point yuv2rgb, then ``resize_into``'s cv2.resize calls; the .cu
+header says what is reproduced). ``launch`` converts one picture; ``launch_batch`` up to 64 pictures of one
+size per launch. Rebuild the PTX after editing the source: ``nvcc -ptx -arch=compute_75 -O3 -o
+streamer/gpu/nv12_resize.ptx streamer/gpu/nv12_resize.cu`` (compute_75: any GPU from Turing on).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,24 @@ import numpy as np
 
 PTX_PATH = Path(__file__).with_name("nv12_resize.ptx")
 KERNEL = "nv12_to_bgr_resize"
+BATCH_KERNEL = "nv12_to_bgr_resize_batch"
 BLOCK = (16, 8, 1)
+MAX_BATCH_FRAMES = 64  # the kernel's FrameBatch holds this many pictures
+COEFFICIENTS_FORMAT = "iiiiii"  # the kernels' scalar tail: ColorMatrix.kernel_args()
+
+
+def _round_to_int16(f: int) -> int:
+    """swscale's roundToInt16: a 16.16 fixed-point value rounded (half up, floor shift) and saturated."""
+    r = (f + (1 << 15)) >> 16
+    return -0x8000 if r < -0x7FFF else min(r, 0x7FFF)
 
 
 @dataclass(frozen=True)
 class ColorMatrix:
-    """Y'CbCr → R'G'B': ``y' = (Y - y_offset) * y_scale``, then the chroma terms (U, V centred on 128)."""
+    """Y'CbCr → R'G'B': ``y' = (Y - y_offset) * y_scale``, then the chroma terms (U, V centred on 128).
+
+    The kernel computes in swscale's fixed point (:meth:`sws_coefficients`), derived from these as swscale
+    derives its own from its coefficient table, so each matrix converts exactly as OpenCV's decoder does."""
 
     name: str
     y_scale: float
@@ -38,9 +52,28 @@ class ColorMatrix:
         if not (self.y_scale > 0 and 0 <= self.y_offset < 128):
             raise ValueError(f"bad colour matrix {self}")
 
-    def args(self) -> tuple[np.float32, ...]:
-        return tuple(np.float32(v) for v in (self.y_scale, self.y_offset, self.r_v, self.g_u, self.g_v,
-                                             self.b_u))
+    @property
+    def full_range(self) -> bool:
+        return self.y_offset == 0
+
+    def sws_coefficients(self) -> tuple[int, int, int, int, int, int]:
+        """(y_coeff, y_offset, v2r, u2g, v2g, u2b): swscale's int16 yuv2rgb constants for this matrix (its
+        ``ff_yuv2rgb_c_init_tables`` at neutral brightness/contrast/saturation): the chroma table is
+        round(2^16 x the limited-range coefficient) (``ff_yuv2rgb_coeffs``), scaled by 224/255 (truncated) for
+        full range; luma 2^16 x 255/219 (truncated) or 2^16; each then rounded to 2^13 (luma offset: 2^3)."""
+        chroma_scale = 1.0 if not self.full_range else 255 / 224  # back to the limited-range table entry
+        table = [round(65536 * c * chroma_scale) for c in (self.r_v, self.b_u, -self.g_u, -self.g_v)]
+        if self.full_range:
+            table = [v * 224 // 255 for v in table]  # (all positive: C's division toward zero)
+            cy, oy = 1 << 16, 0
+        else:
+            cy, oy = (1 << 16) * 255 // 219, 16 << 16
+        crv, cbu, cgu, cgv = table[0], table[1], -table[2], -table[3]
+        y_coeff, v2r, u2g, v2g, u2b = (_round_to_int16(c * (1 << 13)) for c in (cy, crv, cgu, cgv, cbu))
+        return y_coeff, _round_to_int16(oy * (1 << 3)), v2r, u2g, v2g, u2b
+
+    def kernel_args(self) -> tuple[np.int32, ...]:
+        return tuple(np.int32(v) for v in self.sws_coefficients())
 
 
 def _matrix(name: str, kr: float, kb: float, full_range: bool) -> ColorMatrix:
@@ -73,7 +106,8 @@ class Nv12Planes:
 
 
 class Nv12Resizer:
-    """The compiled kernel in one CUDA context; ``launch`` queues one frame → one output row on a stream."""
+    """The compiled kernel in one CUDA context: ``launch`` queues one frame → one output row on a stream,
+    ``launch_batch`` many frames of one size → their rows, up to 64 per launch."""
 
     _instances: dict[int, Nv12Resizer] = {}  # noqa: RUF012 - one module per context
     _lock = threading.Lock()
@@ -83,8 +117,12 @@ class Nv12Resizer:
 
         self._module = cuda.module_from_buffer(PTX_PATH.read_bytes())
         self._fn = self._module.get_function(KERNEL)
-        # pointer, int, pointer, int, int, int, pointer, int, int, 6 floats
-        self._fn.prepare("PiPiiiPiiffffff")
+        # y, y_pitch, uv, uv_pitch, src_w, src_h, out, out_w, out_h, then the colour coefficients
+        self._fn.prepare("PiPiiiPii" + COEFFICIENTS_FORMAT)
+        self._batch_fn = self._module.get_function(BATCH_KERNEL)
+        # FrameBatch (64 luma, 64 chroma, 64 output pointers), y_pitch, uv_pitch, src_w, src_h, out_w, out_h
+        n = MAX_BATCH_FRAMES
+        self._batch_fn.prepare(f"{n}P{n}P{n}Piiiiii" + COEFFICIENTS_FORMAT)
 
     @classmethod
     def get(cls, context_handle: int) -> Nv12Resizer:
@@ -98,4 +136,43 @@ class Nv12Resizer:
                matrix: ColorMatrix = BT601_LIMITED) -> None:
         grid = ((out_w + BLOCK[0] - 1) // BLOCK[0], (out_h + BLOCK[1] - 1) // BLOCK[1])
         self._fn.prepared_async_call(grid, BLOCK, stream, src.y_ptr, src.y_pitch, src.uv_ptr, src.uv_pitch,
-                                     src.width, src.height, out_ptr, out_w, out_h, *matrix.args())
+                                     src.width, src.height, out_ptr, out_w, out_h, *matrix.kernel_args())
+
+    def launch_batch(self, frames: Sequence[Nv12Planes], outs: Sequence[int], out_h: int, out_w: int,
+                     stream: Any, matrix: ColorMatrix = BT601_LIMITED) -> None:
+        """Queue ``frames[i]`` → the (out_h, out_w, 3) row at ``outs[i]``, 64 frames per launch."""
+        for args in batch_launch_args(frames, outs, out_h, out_w, matrix):
+            grid, params = args
+            self._batch_fn.prepared_async_call(grid, BLOCK, stream, *params)
+
+
+def batch_launch_args(frames: Sequence[Nv12Planes], outs: Sequence[int], out_h: int, out_w: int,
+                      matrix: ColorMatrix) -> list[tuple[tuple[int, int, int], tuple[Any, ...]]]:
+    """(grid, kernel parameters) of each ``nv12_to_bgr_resize_batch`` launch for these frames: at most 64
+    frames each, the pointer arrays padded with 0. The frames must share size and pitches."""
+    if len(frames) != len(outs):
+        raise ValueError(f"launch_batch: {len(frames)} frames but {len(outs)} outputs; "
+                         "pass one output pointer per frame")
+    if not frames:
+        return []
+    first = frames[0]
+    layout = (first.width, first.height, first.y_pitch, first.uv_pitch)
+    for f in frames[1:]:
+        if (f.width, f.height, f.y_pitch, f.uv_pitch) != layout:
+            raise ValueError(f"launch_batch: frames differ in size or pitch ({f} vs {first}); "
+                             "launch each layout separately")
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"launch_batch: bad output size {out_w}x{out_h}")
+    grid_xy = ((out_w + BLOCK[0] - 1) // BLOCK[0], (out_h + BLOCK[1] - 1) // BLOCK[1])
+    pad = [0] * MAX_BATCH_FRAMES
+    launches = []
+    for start in range(0, len(frames), MAX_BATCH_FRAMES):
+        chunk = frames[start:start + MAX_BATCH_FRAMES]
+        n = len(chunk)
+        ys = [f.y_ptr for f in chunk] + pad[n:]
+        uvs = [f.uv_ptr for f in chunk] + pad[n:]
+        dsts = [int(o) for o in outs[start:start + n]] + pad[n:]
+        params = (*ys, *uvs, *dsts, first.y_pitch, first.uv_pitch, first.width, first.height, out_w, out_h,
+                  *matrix.kernel_args())
+        launches.append(((grid_xy[0], grid_xy[1], n), params))
+    return launches

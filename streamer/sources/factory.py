@@ -15,13 +15,12 @@ from streamer.sources.images import IMAGE_EXTENSIONS, ImageFilesSource
 from streamer.sources.live import CameraSource, LiveOptions, StreamSource
 from streamer.sources.nvdec import (
     DECODE_CHOICES,
-    NvdecDemoSource,
-    NvdecFileSource,
     NvdecStreamSource,
     NvdecUnsupported,
     nvdec_reason,
     require_nvdec,
 )
+from streamer.sources.nvdec_file import NvdecDemoSource, NvdecFileSource
 from streamer.sources.video import VideoFileSource, describe_mode
 
 log = logging.getLogger(__name__)

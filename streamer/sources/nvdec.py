@@ -1,26 +1,25 @@
 """NVDEC decoding through PyNvVideoCodec (``pip install 'streamer[nvdec]'``): frames that stay on the GPU.
 
-Files go through PyNvVideoCodec's own demuxer (FFmpeg) and one NVDEC decoder per source; live streams
-(rtsp://, http(s)://, ...) are demuxed by OpenCV's FFmpeg backend in *raw* mode — packets, not pictures, with
-its open/read timeouts, on the live sources' watchdog thread (PyNvVideoCodec's own network reads hold the
-Python interpreter lock while they wait, which would stall every thread of the process) — and each packet is
-handed to the NVDEC decoder in low-latency mode (``DisplayDecodeLatencyType.LOW`` + end-of-picture flag: a
-picture comes out of the packet that completes it, none is held back). The existing policies, reconnects and
-health events apply unchanged (:class:`NvdecStreamSource` is a :class:`~.live.StreamSource`).
+This module holds what every NVDEC source shares (whether NVDEC can run, codec checks, decode delays) and the
+live streams; video files are :mod:`.nvdec_file` (ThreadedDecoders, several per file).
 
-Every decoded picture is copied into the source's :class:`~streamer.gpu.frames.Nv12Ring` and travels as a
-:class:`~streamer.gpu.frames.DeviceFrame`; the batcher converts and resizes it on the device into a slot row.
-A frame's capture time is when its packet was read (a paced file: when the packet was due), so time a picture
-spends inside the decoder counts in capture→publish; that decode delay is also measured on its own
-(``decode_delay_ms``).
+Live streams (rtsp://, http(s)://, ...) are demuxed by OpenCV's FFmpeg backend in *raw* mode — packets, not
+pictures, with its open/read timeouts, on the live sources' watchdog thread (PyNvVideoCodec's own network
+reads hold the Python interpreter lock while they wait, which would stall every thread of the process) — and
+each packet is handed to the NVDEC decoder in low-latency mode (``DisplayDecodeLatencyType.LOW`` +
+end-of-picture flag: a picture comes out of the packet that completes it, none is held back). The existing
+policies, reconnects and health events apply unchanged (:class:`NvdecStreamSource` is a
+:class:`~.live.StreamSource`).
 
-Sharing decoders: one NVDEC session per source, always. The driver time-slices sessions over the GPU's decoder
-engines (7 on an H200), so sources beyond the engine count share them and the aggregate stays at the engines'
-limit; a session cannot be shared by two bitstreams. ``auto`` and ``nvdec`` fall back to CPU decoding for a
+Each decoded picture is converted at once into the model's input row on the GPU (:mod:`streamer.gpu.rows`)
+and travels as a :class:`~streamer.gpu.rows.DeviceRow`; the batcher copies the row into a slot. A frame's
+capture time is when its packet was read, so time a picture spends inside the decoder counts in
+capture→publish; that decode delay is also measured on its own (``decode_delay_ms``).
+
+Sharing decoders: one NVDEC session per live stream; files get several (:mod:`.nvdec_file`). The driver
+time-slices sessions over the GPU's decoder engines (7 on an H200), so sessions beyond the engine count share
+them; a session cannot be shared by two bitstreams. ``auto`` and ``nvdec`` fall back to CPU decoding for a
 source NVDEC cannot take (its codec, bit depth, chroma format or size), logging why.
-
-Damaged input: a packet the decoder rejects is skipped and counted; a file whose demuxer gives up before its
-announced length is read on from there by the CPU decoder (logged), so the rest of the file is not lost.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -40,9 +38,7 @@ import numpy as np
 
 from streamer.cuda_env import no_gpu_reason, pycuda_reason
 from streamer.errors import BackendUnavailableError, SourceError
-from streamer.sources.base import Frame, FrameSource
 from streamer.sources.live import LiveOptions, StreamSource
-from streamer.sources.video import VideoFileSource
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +115,79 @@ class DelayStats:
                 "max": round(float(values.max()), 3), "frames": int(values.size)}
 
 
+class LiveRows:
+    """What a live source's decoded pictures become, across its connections: model-input rows in a RowStore
+    once the pipeline has said the model's input (``configure``), and whole pictures in an Nv12Ring when
+    viewers want them (or before the rows are configured). One stream: pictures converted as they come out."""
+
+    def __init__(self, context: Any) -> None:
+        import pycuda.driver as cuda
+
+        from streamer.gpu.nv12 import BT601_LIMITED, Nv12Resizer
+
+        self.context = context
+        self.matrix = BT601_LIMITED
+        with context.active():
+            self.stream = cuda.Stream()
+            self.resizer = Nv12Resizer.get(context.handle)
+        self.rows: Any = None
+        self.ring: Any = None
+        self.keep_pictures = True
+        self._pictures_depth = 16
+        self._next = 0
+        self._lock = threading.Lock()  # an abandoned connection may still convert a late picture
+
+    def configure(self, row_shape: tuple[int, int] | None, depth: int, keep_pictures: bool) -> None:
+        from streamer.gpu.rows import RowStore
+
+        with self._lock:
+            if row_shape is not None:
+                self.rows = RowStore(self.context, row_shape, depth)
+            self.keep_pictures = keep_pictures or row_shape is None
+            self._pictures_depth = depth + 8
+
+    def convert(self, planes: list[Any], stopped: Callable[[], bool]) -> list[Any]:
+        """DeviceRows of ``planes`` (pictures ready on ``stream``); the decoder may reuse them afterwards."""
+        from streamer.gpu.frames import Nv12Ring
+        from streamer.gpu.rows import DeviceRow, convert_batch
+
+        with self._lock, self.context.active():
+            rows = self.rows
+            pictures: list[Any] = [None] * len(planes)
+            if self.keep_pictures:
+                if self.ring is None or self.ring.depth < self._pictures_depth:
+                    self.ring = Nv12Ring(self.context, self._pictures_depth)
+                pictures = [self.ring.store(p) for p in planes]
+            if rows is None:
+                return [DeviceRow(None, 0, (p.height, p.width, 3), pic) for p, pic in zip(planes, pictures,
+                                                                                          strict=True)]
+            indices = list(range(self._next, self._next + len(planes)))
+            self._next += len(planes)
+            for i in indices:
+                if not rows.claim(i, stopped):
+                    return []
+            convert_batch(self.resizer, planes, [rows.ptr(i) for i in indices], rows.shape, self.stream,
+                          self.matrix)
+            self.stream.synchronize()
+            return [DeviceRow(rows, i, (p.height, p.width, 3), pic)
+                    for i, p, pic in zip(indices, planes, pictures, strict=True)]
+
+
 class NvdecDecoder:
-    """One NVDEC session writing into a ring: ``decode(packet)`` → [(DeviceFrame, pts)], in display order."""
+    """One NVDEC session of a live stream: ``decode(packet)`` → [(DeviceRow, pts)], in display order."""
 
     _ready_method: str | None = None  # how decoded pictures are waited for (found once per process)
 
-    def __init__(self, nvc: Any, codec: Any, ring: Any, *, low_latency: bool, device_index: int = 0) -> None:
+    def __init__(self, nvc: Any, codec: Any, rows: LiveRows, *, low_latency: bool, device_index: int = 0,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
         self._nvc = nvc
-        self.ring = ring
+        self.rows = rows
+        self._stopped = stopped
         latency = nvc.DisplayDecodeLatencyType.LOW if low_latency else nvc.DisplayDecodeLatencyType.NATIVE
         self._end_of_picture = nvc.VideoPacketFlag.ENDOFPICTURE if low_latency else None
-        with ring.context.active():
+        with rows.context.active():
             self._dec = nvc.CreateDecoder(gpuid=device_index, codec=codec,
-                                          cudacontext=ring.context.handle, cudastream=ring.stream_handle,
+                                          cudacontext=rows.context.handle, cudastream=int(rows.stream.handle),
                                           usedevicememory=True, latency=latency)
 
     def decode(self, packet: Any) -> list[tuple[Any, int]]:
@@ -141,7 +197,8 @@ class NvdecDecoder:
         if not pictures:
             return []
         self._wait_ready()
-        return [(self.ring.store(_planes(p)), int(p.getPTS())) for p in pictures]
+        images = self.rows.convert([_planes(p) for p in pictures], self._stopped)
+        return [(image, int(p.getPTS())) for image, p in zip(images, pictures, strict=False)]
 
     def flush(self) -> list[tuple[Any, int]]:
         """Pictures still inside the decoder at the end of the input."""
@@ -152,11 +209,12 @@ class NvdecDecoder:
             return []
 
     def _wait_ready(self) -> None:
-        """Make the ring's stream wait for the decoder's own post-processing copy of the pictures."""
+        """Make the rows' stream wait for the decoder's own post-processing copy of the pictures."""
         method = NvdecDecoder._ready_method
+        stream_handle = int(self.rows.stream.handle)
         if method in (None, "wait"):
             try:
-                self._dec.WaitOnCUStream(self.ring.stream_handle)
+                self._dec.WaitOnCUStream(stream_handle)
                 NvdecDecoder._ready_method = "wait"
                 return
             except (TypeError, AttributeError, RuntimeError) as exc:
@@ -173,7 +231,7 @@ class NvdecDecoder:
                     raise
                 log.debug("NVDEC SyncOnCUStream() unavailable (%s); synchronising the context", exc)
         NvdecDecoder._ready_method = "context"
-        with self.ring.context.active():
+        with self.rows.context.active():
             import pycuda.driver as cuda
 
             cuda.Context.synchronize()
@@ -190,18 +248,41 @@ def _planes(picture: Any) -> Any:
     return Nv12Planes(int(luma["data"][0]), y_pitch, int(chroma["data"][0]), uv_pitch, width, height)
 
 
-def _codec_checks(nvc: Any, codec: Any, bit_depth: int, chroma: Any, size: tuple[int, int],
+@functools.lru_cache(maxsize=32)
+def decoder_caps(nvc: Any, codec: Any, device_index: int) -> Any:
+    """NVDEC's capabilities for 8-bit 4:2:0 ``codec`` (a dict), asked once per codec and GPU: the query takes
+    a noticeable part of a second, holding the interpreter lock."""
+    try:
+        fmt420 = nvc.cudaVideoChromaFormat.__members__["420"]
+        return nvc.GetDecoderCaps(gpuid=device_index, codec=codec, chromaformat=fmt420, bitdepth=8)
+    except Exception as exc:
+        log.debug("GetDecoderCaps failed: %s", exc)
+        return None
+
+
+def decoder_engines(device_index: int = 0) -> int:
+    """How many NVDEC engines the GPU has (H.264 caps' ``num_decoder_engines``; 1 when not reported)."""
+    try:
+        nvc = nvc_module()
+        caps = decoder_caps(nvc, nvc.cudaVideoCodec.H264, device_index)
+    except Exception:
+        return 1
+    if isinstance(caps, dict):
+        for key in ("num_decoder_engines", "nb_decoders", "num_engines"):
+            if caps.get(key):
+                return max(1, int(caps[key]))
+    return 1
+
+
+def codec_checks(nvc: Any, codec: Any, bit_depth: int, chroma: Any, size: tuple[int, int],
                   device_index: int) -> str | None:
     """Why NVDEC (and this package's NV12 kernel) cannot take the stream, or None."""
     if bit_depth != 8:
         return f"{bit_depth}-bit video (the NVDEC path takes 8-bit 4:2:0)"
     if "420" not in str(chroma):
         return f"chroma format {chroma} (the NVDEC path takes 8-bit 4:2:0)"
-    try:
-        fmt420 = nvc.cudaVideoChromaFormat.__members__["420"]
-        caps = nvc.GetDecoderCaps(gpuid=device_index, codec=codec, chromaformat=fmt420, bitdepth=8)
-    except Exception as exc:  # caps are advisory; creating the decoder is the real test
-        log.debug("GetDecoderCaps failed: %s", exc)
+    caps = decoder_caps(nvc, codec, device_index)
+    if caps is None:  # caps are advisory; creating the decoder is the real test
         return None
     if isinstance(caps, dict):
         if not caps.get("supported", caps.get("is_supported", 1)):
@@ -212,262 +293,30 @@ def _codec_checks(nvc: Any, codec: Any, bit_depth: int, chroma: Any, size: tuple
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+def matrix_for(color_space: Any) -> Any:
+    """The colour matrix OpenCV's decoder converts a stream tagged ``color_space`` with: BT.709 for streams
+    tagged BT.709, else BT.601 (swscale's default, untagged streams included)."""
+    from streamer.gpu.nv12 import BT601_LIMITED, BT709_LIMITED
+
+    return BT709_LIMITED if "709" in str(color_space) else BT601_LIMITED
+
+
+def first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:200]}"
-
-
-class _PacketStamps:
-    """Packet read times, matched to pictures by pts (display order), else oldest first."""
-
-    def __init__(self) -> None:
-        self._by_pts: collections.OrderedDict[int, tuple[float, float]] = collections.OrderedDict()
-
-    def add(self, pts: int, wall: float, mono: float) -> None:
-        self._by_pts[pts] = (wall, mono)
-        while len(self._by_pts) > STAMPS_KEPT:
-            self._by_pts.popitem(last=False)
-
-    def take(self, pts: int) -> tuple[float, float] | None:
-        stamp = self._by_pts.pop(pts, None)
-        if stamp is None and self._by_pts:
-            stamp = self._by_pts.popitem(last=False)[1]
-        return stamp
-
-
-class NvdecFileSource(FrameSource):
-    """A video file decoded by NVDEC: every frame, in order, as DeviceFrames (``--realtime``: paced at the
-    packets, as a camera would deliver them)."""
-
-    kind = "file"
-    decoder = "nvdec"
-
-    def __init__(self, path: str | Path, name: str, *, realtime: bool = False, device_index: int = 0) -> None:
-        self.path = Path(path)
-        super().__init__(name, str(path), is_live=realtime, realtime=realtime)
-        self.self_paced = realtime  # the reader must not pace or re-stamp: the packets are paced here
-        self.device_index = device_index
-        self.delays = DelayStats()
-        self.decode_errors = 0
-        self._errors_in_row = 0
-        self._nvc: Any = None
-        self._demuxer: Any = None
-        self._decoder: NvdecDecoder | None = None
-        self._ring: Any = None
-        self._packets: Any = None
-        self._ready: collections.deque[Frame] = collections.deque()
-        self._stamps = _PacketStamps()
-        self._next_index = 0
-        self._packets_read = 0
-        self._pace_start = 0.0
-        self._demux_done = False
-        self._cpu: VideoFileSource | None = None  # reads on after the demuxer gave up on damaged data
-
-    def decode_info(self) -> dict[str, Any]:
-        return {"decoder": self.decoder, "decode_delay_ms": self.delays.percentiles(),
-                "decode_errors": self.decode_errors}
-
-    # -- opening -----------------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Open the demuxer and the decoder. NvdecUnsupported when NVDEC cannot take the file (the caller
-        decodes it on the CPU), SourceError when the file cannot be read at all."""
-        if self._decoder is not None:
-            return
-        if not self.path.is_file():
-            raise SourceError(f"video file not found: {self.path}", "check the path passed to --source")
-        from streamer.gpu.context import PrimaryContext
-        from streamer.gpu.frames import RING_SPARE, Nv12Ring
-
-        nvc = nvc_module()
-        try:
-            demuxer = nvc.CreateDemuxer(str(self.path))
-            codec = demuxer.GetNvCodecId()
-            size = (int(demuxer.Width()), int(demuxer.Height()))
-            reason = _codec_checks(nvc, codec, int(demuxer.BitDepth()), demuxer.ChromaFormat(), size,
-                                   self.device_index)
-        except Exception as exc:
-            raise NvdecUnsupported(f"NVDEC's demuxer cannot read {self.path} ({_first_line(exc)})") from exc
-        if reason:
-            raise NvdecUnsupported(f"{self.path}: {reason}")
-        context = PrimaryContext.get(self.device_index)
-        ring = Nv12Ring(context, self.buffer_capacity + RING_SPARE)
-        try:
-            decoder = NvdecDecoder(nvc, codec, ring, low_latency=self.realtime,
-                                   device_index=self.device_index)
-        except Exception as exc:  # e.g. cuvidCreateVideoParser error 300: a codec NVDEC does not have
-            raise NvdecUnsupported(f"NVDEC cannot decode {self.path} ({_first_line(exc)})") from exc
-        self._nvc, self._demuxer, self._ring, self._decoder = nvc, demuxer, ring, decoder
-        self.size = size
-        self.codec = str(codec).rsplit(".", 1)[-1]
-
-    def _open(self) -> None:
-        try:
-            self.prepare()
-        except NvdecUnsupported as exc:
-            raise SourceError(str(exc), "decode it on the CPU: --decode cpu (or #decode=cpu)") from exc
-        cap = cv2.VideoCapture(str(self.path), cv2.CAP_ANY)  # length and rate, as the CPU path reports them
-        try:
-            fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
-        finally:
-            cap.release()
-        demux_fps = float(self._demuxer.FrameRate() or 0.0)
-        rate = fps if fps and 0 < fps < 1000 else demux_fps
-        self.fps = rate if rate and 0 < rate < 1000 else None
-        self.total_frames = count if count > 0 else None
-        self._packets = iter(self._demuxer)
-        self._stamps = _PacketStamps()
-
-    # -- reading -----------------------------------------------------------------------------------------
-    def _read(self) -> Frame | None:
-        while True:
-            if self._ready:
-                return self._ready.popleft()
-            if self._cpu is not None:
-                return self._read_cpu()
-            if self._demux_done:
-                return None
-            self._step()
-
-    def _step(self) -> None:
-        """Read one packet and decode it (or finish the input): new frames land in ``_ready``."""
-        assert self._decoder is not None
-        if self._ring.size == (0, 0):  # before the first picture: the buffer's capacity is known by now
-            from streamer.gpu.frames import RING_SPARE
-
-            self._ring.depth = max(2, self.buffer_capacity + RING_SPARE)
-        try:
-            packet = next(self._packets, None)
-        except Exception as exc:  # the demuxer gave up (damaged container)
-            log.warning("source %s: NVDEC demuxer failed after %d frames: %s", self.name, self._next_index,
-                        _first_line(exc))
-            packet = None
-        if packet is None:
-            self._finish()
-            return
-        wall, mono = self._arrival()
-        self._stamps.add(int(packet.pts), wall, mono)
-        try:
-            out = self._decoder.decode(packet)
-        except Exception as exc:
-            self._decode_failed(exc)
-            return
-        self._errors_in_row = 0
-        self._emit(out)
-
-    def _arrival(self) -> tuple[float, float]:
-        """When the packet just read counts as captured: now, or (paced) when it is due."""
-        self._packets_read += 1
-        if self.self_paced and self.fps:
-            period = 1.0 / self.fps
-            now = time.monotonic()
-            if not self._pace_start:
-                self._pace_start = now
-            due = self._pace_start + (self._packets_read - 1) * period
-            if due > now:
-                self._wait(due - now)
-        return time.time(), time.monotonic()
-
-    def _wait(self, seconds: float) -> bool:
-        """Sleep until a paced packet is due (the reader thread; stop() ends the source first)."""
-        deadline = time.monotonic() + seconds
-        while not self.state.is_final:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(left, 0.05))
-        return True
-
-    def _emit(self, out: list[tuple[Any, int]]) -> None:
-        now = time.monotonic()
-        for image, pts in out:
-            stamp = self._stamps.take(pts) or (time.time(), now)
-            self.delays.add(max(0.0, now - stamp[1]))
-            self._ready.append(Frame(image, self._next_index, stamp[0], stamp[1]))
-            self._next_index += 1
-
-    def _decode_failed(self, exc: BaseException) -> None:
-        self.decode_errors += 1
-        self.skipped += 1
-        self._errors_in_row += 1
-        if self.decode_errors == 1 or self.decode_errors % 100 == 0:
-            log.warning("source %s: NVDEC skipped a packet it could not decode (%s; %d in all)", self.name,
-                        _first_line(exc), self.decode_errors)
-        if self._errors_in_row >= MAX_CONSECUTIVE_ERRORS:
-            log.warning("source %s: %d packets in a row failed to decode", self.name, self._errors_in_row)
-            self._finish()
-
-    def _finish(self) -> None:
-        """End of the demuxer's packets: flush the decoder; if frames are missing, read on with the CPU."""
-        assert self._decoder is not None
-        self._emit(self._decoder.flush())
-        self._demux_done = True
-        total = self.total_frames
-        if total is not None and self._next_index < total and not self.state.is_final:
-            self._hand_over(total)
-        else:
-            self.detail = "end of file"
-
-    def _hand_over(self, total: int) -> None:
-        """The demuxer stopped early (damaged data): the CPU decoder reads on from the next frame."""
-        at = self._next_index
-        cpu = VideoFileSource(self.path, self.name)
-        try:
-            cpu.open_at(at, total)
-        except Exception as exc:
-            self.detail = f"end of input after {at} of {total} frames (NVDEC stopped; the CPU could not " \
-                          f"read on: {_first_line(exc)})"
-            log.warning("source %s: %s", self.name, self.detail)
-            cpu.close()
-            return
-        log.warning("source %s: NVDEC's demuxer stopped at frame %d of %d (damaged data); the CPU decoder "
-                    "reads on from there", self.name, at, total)
-        self._cpu = cpu
-
-    def _read_cpu(self) -> Frame | None:
-        assert self._cpu is not None
-        frame = self._cpu._read()
-        if frame is None:
-            self.skipped += self._cpu.skipped
-            self._cpu.skipped = 0
-            self.detail = self._cpu.detail or "end of file"
-            return None
-        self._next_index = frame.index + 1
-        return frame
-
-    def _close(self) -> None:
-        if self._cpu is not None:
-            self._cpu.close()
-            self._cpu = None
-        # the ring is not freed here: frames of this file may still wait in its buffer; it is freed with the
-        # last of them
-        self._packets = None
-        self._decoder = None
-        self._demuxer = None
-        self._ring = None
-
-
-class NvdecDemoSource(NvdecFileSource):
-    """``--source demo`` decoded by NVDEC (the clip and its ground truth, as :class:`~.demo.DemoSource`)."""
-
-    kind = "demo"
-
-    def __init__(self, video: Path, truth: Path, name: str, *, realtime: bool = False) -> None:
-        super().__init__(video, name, realtime=realtime)
-        self.spec = "demo"
-        self.truth_path = Path(truth)
 
 
 # -- live streams --------------------------------------------------------------------------------------------
 class NvdecCapture:
     """What a live connection thread reads instead of a ``cv2.VideoCapture``: OpenCV demuxes (raw mode: one
     encoded picture per read, with FFmpeg's timeouts, outside the interpreter lock) and NVDEC decodes each
-    packet at once. ``read()`` → (ok, DeviceFrame); ``stamp`` is the last frame's packet read time."""
+    packet at once. ``read()`` → (ok, DeviceRow); ``stamp`` is the last frame's packet read time."""
 
-    def __init__(self, url: str, timeout_s: float, ring: Any, device_index: int = 0,
+    def __init__(self, url: str, timeout_s: float, rows: LiveRows, device_index: int = 0,
                  delays: DelayStats | None = None,
-                 on_unusable: Callable[[str], None] | None = None) -> None:
-        """``ring``: the source's Nv12Ring (one per source, kept across reconnects: frames of an earlier
+                 on_unusable: Callable[[str], None] | None = None,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
+        """``rows``: the source's LiveRows (one per source, kept across reconnects: frames of an earlier
         connection may still be queued); ``on_unusable(reason)``: NVDEC failed on the stream's first packet
         (the caller decodes it on the CPU from the next connection on)."""
         ms = int(timeout_s * 1e3)
@@ -475,7 +324,6 @@ class NvdecCapture:
                                                             cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms,
                                                             cv2.CAP_PROP_FORMAT, -1])
         self._decoder: NvdecDecoder | None = None
-        self._ring: Any = None
         self._ready: collections.deque[tuple[Any, float, float]] = collections.deque()
         self._stamps: collections.deque[tuple[float, float]] = collections.deque(maxlen=STAMPS_KEPT)
         self._packet = 0
@@ -494,17 +342,17 @@ class NvdecCapture:
         nvc = nvc_module()
         codec = getattr(nvc.cudaVideoCodec, codec_name)
         size = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        reason = _codec_checks(nvc, codec, 8, "420", size, device_index)
+        reason = codec_checks(nvc, codec, 8, "420", size, device_index)
         if reason:
             self._cap.release()
             raise NvdecUnsupported(reason)
         self._nvc = nvc
-        self._ring = ring
         try:
-            self._decoder = NvdecDecoder(nvc, codec, self._ring, low_latency=True, device_index=device_index)
+            self._decoder = NvdecDecoder(nvc, codec, rows, low_latency=True, device_index=device_index,
+                                         stopped=stopped)
         except Exception as exc:
             self._cap.release()
-            raise NvdecUnsupported(f"NVDEC cannot decode this stream ({_first_line(exc)})") from exc
+            raise NvdecUnsupported(f"NVDEC cannot decode this stream ({first_line(exc)})") from exc
         index = int(self._cap.get(cv2.CAP_PROP_CODEC_EXTRADATA_INDEX) or 0)
         ok, extra = self._cap.retrieve(None, index) if index > 0 else (False, None)
         # parameter sets that live only in the container/SDP (Annex B already: it starts with a start code)
@@ -526,7 +374,7 @@ class NvdecCapture:
                 decoded = self._next_decoded()
             except Exception as exc:
                 if not self._decoded and self._on_unusable is not None:
-                    self._on_unusable(_first_line(exc))
+                    self._on_unusable(first_line(exc))
                 raise
             if decoded is None:  # the stream ended: what the decoder still holds, then the end
                 decoded = self._decoder.flush()
@@ -572,10 +420,9 @@ class NvdecCapture:
             return []
 
     def release(self) -> None:
-        """Close the stream; the ring goes with the last frame that uses it (frames may still be queued)."""
+        """Close the stream; the rows go with the last frame that uses them (frames may still be queued)."""
         self._cap.release()
         self._decoder = None
-        self._ring = None
 
 
 class _NoPacketData(Exception):
@@ -628,51 +475,52 @@ class NvdecStreamSource(StreamSource):
 
     def __init__(self, url: str, name: str, redacted: str, options: LiveOptions | None = None,
                  device_index: int = 0) -> None:
-        self._capacity = 8
         super().__init__(url, name, redacted, options)
         self.device_index = device_index
         self.delays = DelayStats()
         self._cpu_reason = ""
-        self._ring: Any = None  # one for all connections (created by the first: connection threads)
-        self._ring_lock = threading.Lock()
+        self._rows: LiveRows | None = None  # one for all connections (made by the first: connection threads)
+        self._rows_lock = threading.Lock()
+        self._row_config: tuple[tuple[int, int] | None, int, bool] | None = None
 
     def decode_info(self) -> dict[str, Any]:
         return {"decoder": self.decoder, "decode_delay_ms": self.delays.percentiles()}
 
+    def configure_gpu(self, row_shape: tuple[int, int] | None, batch: int, keep_pictures: bool,
+                      decoders: int) -> None:
+        """Before reading: the model's input rows (see NvdecFileSource.configure_gpu); one session always."""
+        from streamer.gpu.rows import ROW_SPARE
+
+        with self._rows_lock:
+            self._row_config = (row_shape, self.buffer_capacity + max(1, batch) + ROW_SPARE, keep_pictures)
+            if self._rows is not None:
+                self._rows.configure(*self._row_config)
+
+    def _live_rows(self) -> LiveRows:
+        from streamer.gpu.context import PrimaryContext
+
+        with self._rows_lock:
+            if self._rows is None:
+                self._rows = LiveRows(PrimaryContext.get(self.device_index))
+                if self._row_config is not None:
+                    self._rows.configure(*self._row_config)
+            return self._rows
+
     def _capture(self) -> Any:
-        from streamer.gpu.frames import RING_SPARE
-
         if not self._cpu_reason:
-            from streamer.gpu.context import PrimaryContext
-            from streamer.gpu.frames import Nv12Ring
-
-            with self._ring_lock:
-                if self._ring is None:
-                    self._ring = Nv12Ring(PrimaryContext.get(self.device_index),
-                                          self.buffer_capacity + RING_SPARE)
+            rows = self._live_rows()
             try:
-                return NvdecCapture(self._url, self.options.timeout_s, self._ring, self.device_index,
-                                    self.delays, self._unusable)
+                return NvdecCapture(self._url, self.options.timeout_s, rows, self.device_index,
+                                    self.delays, self._unusable, lambda: self.state.is_final)
             except NvdecUnsupported as exc:
                 self._unusable(str(exc))
         return super()._capture()
 
-    @property
-    def buffer_capacity(self) -> int:
-        return self._capacity
-
-    @buffer_capacity.setter
-    def buffer_capacity(self, frames: int) -> None:  # the intake sets it after the first connection opened
-        from streamer.gpu.frames import RING_SPARE
-
-        self._capacity = frames
-        ring = getattr(self, "_ring", None)
-        if ring is not None:
-            ring.depth = max(ring.depth, frames + RING_SPARE)  # the next picture stored resizes the ring
-
     def _close(self) -> None:
         super()._close()
-        self._ring = None  # freed with the last frame decoded into it
+        rows, self._rows = self._rows, None  # freed with the last frame decoded into them
+        if rows is not None and rows.rows is not None:
+            rows.rows.close()
 
     def _unusable(self, reason: str) -> None:
         self._cpu_reason = reason

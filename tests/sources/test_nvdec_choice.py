@@ -16,7 +16,8 @@ from streamer.errors import BackendUnavailableError, ConfigError, SourceError
 from streamer.sources.factory import make_source, split_options, split_policy
 from streamer.sources.images import ImageFilesSource
 from streamer.sources.live import StreamSource
-from streamer.sources.nvdec import NVDEC_EXTRA, NvdecFileSource, NvdecStreamSource, nvdec_reason
+from streamer.sources.nvdec import NVDEC_EXTRA, NvdecStreamSource, nvdec_reason
+from streamer.sources.nvdec_file import NvdecFileSource
 from streamer.sources.video import VideoFileSource
 
 NVDEC = nvdec_reason() is None

@@ -32,3 +32,15 @@ def test_targets_are_ratios_of_the_runs_side_by_side() -> None:
     assert got["cpu_cost[1080p]"] == (0.2, True) and got["cpu_cost[8x1080p]"] == (0.15, True)
     assert got["first_prediction_s[torch]"] == (4.2, False)
     assert b.NvdecResult.from_dict(result.to_dict()) == result  # the JSON round-trips
+
+
+def test_the_torch_start_up_target_is_the_bridged_run_and_notes_the_one_without() -> None:
+    bridged = b.Startup("torch", 5.5, 1.4, 4.9, 0.3, 0, "auto", 4.9, "shapes_cnn@x/onnxruntime", 30)
+    waited = b.Startup("torch", 5.6, 5.2, 5.1, 0.3, 0, "off")
+    ort = b.Startup("onnxruntime", 1.5, 1.3, 1.1, 0.3, 0)
+    result = b.NvdecResult(Machine.probe(()), "torch", 64, 3, startup=(waited, bridged, ort))
+    (target,) = [t for t in b.targets(result) if t.name == "first_prediction_s[torch]"]
+    assert (target.value, target.met) == (1.4, True)
+    assert "hand-over at 4.90 s" in target.note and "--fast-start off: 5.20 s" in target.note
+    assert b.NvdecResult.from_dict(result.to_dict()) == result
+    b.print_tables(result)  # every record prints (ONNX Runtime without a bridge too)

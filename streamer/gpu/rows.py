@@ -1,0 +1,210 @@
+"""Decoded frames as model-input rows on the GPU: converted and resized once, where they are decoded.
+
+An NVDEC source converts each decoded picture (NV12) into the model's input row (uint8 H×W×3 BGR) at once,
+one kernel launch per batch of pictures, into its :class:`RowStore`; the picture itself is never copied. The
+frame it hands on is a :class:`DeviceRow`. The batcher asks it to ``fill_row`` of a slot: a device-to-device
+copy of one row into the slot's device input, on the slot's stream (a host slot gets the row copied down).
+Per frame: one small copy queued from Python, not a copy of the whole picture and a kernel launch.
+
+Row reuse: row ``r`` of a store of depth ``D`` holds frames ``r, r + D, r + 2D, ...`` in turn. A writer claims
+the row for frame ``i`` only once frame ``i - D`` has let it go — batched (the claim then also waits for that
+batch's completion event: its copy has run), dropped by its buffer, or skipped — so a row is never
+overwritten while anything may still read it, in whatever order several decoders produce frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from streamer.gpu.context import PrimaryContext
+
+UINT8 = np.dtype(np.uint8)
+ROW_SPARE = 64  # rows beyond a source's buffer and a batch: frames between its decoder and the engine
+_CLAIM_POLL_S = 0.25  # how often a waiting writer re-checks its stop condition
+
+
+def convert_batch(resizer: Any, planes: list[Any], outs: list[int], shape: tuple[int, int], stream: Any,
+                  matrix: Any) -> None:
+    """NV12 pictures (same size and pitch) → rows at ``outs``: one launch (the kernel's batched entry)."""
+    launch_batch = getattr(resizer, "launch_batch", None)
+    if launch_batch is not None:
+        launch_batch(planes, outs, shape[0], shape[1], stream, matrix)
+        return
+    for p, out in zip(planes, outs, strict=True):
+        resizer.launch(p, out, shape[0], shape[1], stream, matrix)
+
+
+class RowLedger:
+    """Who may write which row: row ``r`` of ``depth`` goes to frames ``r, r + depth, ...`` in turn, each
+    after the one before has let it go (the memory-free bookkeeping of a :class:`RowStore`)."""
+
+    def __init__(self, depth: int) -> None:
+        if depth < 2:
+            raise ValueError("a row store needs at least 2 rows")
+        self.depth = depth
+        self._claimable = list(range(depth))  # row r: the frame index that may claim it next
+        self._held = [-1] * depth  # row r: the frame index that holds it (claimed, not yet let go)
+        self._after: list[Any] = [None] * depth  # row r: event of the batch that copied its last frame
+        self._cond = threading.Condition()
+        self._waiting = 0
+        self.closed = False
+
+    def claim(self, index: int, stopped: Callable[[], bool]) -> bool:
+        """Wait until frame ``index`` may be written into its row (its previous frame let go of it), then
+        wait for that frame's batch event (its copy has run); False when stopped()/close() came first."""
+        r = index % self.depth
+        with self._cond:
+            while self._claimable[r] != index:
+                if self._claimable[r] > index or self._held[r] == index:
+                    raise RuntimeError(f"row of frame {index} claimed twice")
+                if stopped() or self.closed:
+                    return False
+                self._waiting += 1
+                try:
+                    self._cond.wait(_CLAIM_POLL_S)
+                finally:
+                    self._waiting -= 1
+            self._claimable[r] = -1
+            self._held[r] = index
+            after, self._after[r] = self._after[r], None
+        if after is not None:
+            after.synchronize()
+        return True
+
+    def release(self, index: int, after: Any = None) -> None:
+        """Frame ``index`` lets go of its row (``after``: the event of the batch that copies it, recorded when
+        that batch was submitted). A frame that never claimed its row (skipped) releases it as well."""
+        r = index % self.depth
+        with self._cond:
+            if self._held[r] == index:
+                self._held[r] = -1
+            elif self._claimable[r] != index:
+                return  # already let go
+            self._claimable[r] = index + self.depth
+            self._after[r] = after
+            if self._waiting:
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake waiting writers: they give up."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class RowStore(RowLedger):
+    """``depth`` model-input rows of shape (h, w, 3) uint8 in device memory, for one source."""
+
+    def __init__(self, context: PrimaryContext, shape: tuple[int, int], depth: int) -> None:
+        import pycuda.driver as cuda
+
+        super().__init__(depth)
+        self._cuda = cuda
+        self.context = context
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.row_bytes = self.shape[0] * self.shape[1] * 3
+        with context.active():
+            self._memory = cuda.mem_alloc(depth * self.row_bytes)
+        self.base = int(self._memory)
+
+    def ptr(self, index: int) -> int:
+        return self.base + (index % self.depth) * self.row_bytes
+
+    def copy_to(self, index: int, dst_ptr: int, stream: Any) -> None:
+        """Queue the copy of frame ``index``'s row to device address ``dst_ptr`` on ``stream``."""
+        with self.context.active():
+            self._cuda.memcpy_dtod_async(dst_ptr, self.ptr(index), self.row_bytes, stream)
+
+    def download(self, index: int, out: np.ndarray) -> None:
+        """Copy frame ``index``'s row into the host array ``out`` (h, w, 3) uint8, now."""
+        if out.shape != (*self.shape, 3) or out.dtype != UINT8:
+            raise ValueError(f"row is {self.shape[0]}x{self.shape[1]}x3 uint8, not {out.shape} {out.dtype}")
+        with self.context.active():
+            if out.flags.c_contiguous:
+                self._cuda.memcpy_dtoh(out, self.ptr(index))
+            else:
+                host = np.empty(out.shape, UINT8)
+                self._cuda.memcpy_dtoh(host, self.ptr(index))
+                out[...] = host
+
+    def __del__(self) -> None:  # the memory goes with the last frame that refers to it
+        memory = getattr(self, "_memory", None)
+        if memory is None:
+            return
+        with contextlib.suppress(Exception), self.context.active():  # at exit CUDA may be gone already
+            memory.free()
+
+
+class DeviceRow:
+    """A decoded frame as its model-input row on the GPU (and, when a viewer may want it, the whole picture).
+
+    ``shape`` is the decoded picture's (H, W, 3), like the host frames it stands for. ``picture``: a
+    :class:`~streamer.gpu.frames.DeviceFrame` of the whole picture, kept only when viewers run (``download``),
+    or when the source has no row store (its rows are then made from the picture by the batcher)."""
+
+    __slots__ = ("_done", "_store", "index", "picture", "shape")
+    dtype = UINT8
+    ndim = 3
+
+    def __init__(self, store: RowStore | None, index: int, shape: tuple[int, int, int],
+                 picture: Any = None) -> None:
+        if store is None and picture is None:
+            raise ValueError("a DeviceRow needs a row store or a picture")
+        self._store = store
+        self.index = index
+        self.shape = shape
+        self.picture = picture
+        self._done = False
+
+    def fill_row(self, slot: Any, row: int) -> bool:
+        """Row ``row`` of ``slot`` from this frame: into its device input on its stream when it has one (True;
+        the batcher then calls :meth:`submitted`), else into its host row now (False)."""
+        store = self._store
+        device_input = getattr(slot, "device_input", None)
+        if store is None or (device_input is not None
+                             and tuple(device_input.shape[1:3]) != store.shape):
+            if self.picture is None:
+                raise ValueError(f"NVDEC rows are {store.shape if store else '?'}, the batch takes "
+                                 f"{tuple(device_input.shape[1:3])}: configure the rows for the model")
+            return bool(self.picture.fill_row(slot, row))  # no rows of this size: made from the picture
+        if device_input is None:
+            store.download(self.index, slot.host_input[row])
+            self._let_go(None)
+            return False
+        store.copy_to(self.index, int(device_input.gpudata) + row * store.row_bytes, slot.stream)
+        return True
+
+    def submitted(self, slot: Any) -> None:
+        """The batch that copied this row was submitted: the row is free once its event has passed."""
+        self._let_go(getattr(slot, "event", None))
+
+    def upload_rows(self, slot: Any, rows: list[int]) -> None:
+        """Mark ``slot``'s input as written on the device, uploading the host rows of a mixed batch."""
+        context = self._store.context if self._store is not None else self.picture._ring.context
+        with context.active():
+            for row in rows:
+                slot.upload_row(row)
+        slot.input_on_device = True
+
+    def download(self) -> np.ndarray:
+        """The whole picture as BGR uint8 on the host (viewers)."""
+        if self.picture is None:
+            raise RuntimeError("this NVDEC frame kept no picture: viewers must be configured before reading")
+        return self.picture.download()  # type: ignore[no-any-return]
+
+    def _let_go(self, after: Any) -> None:
+        if not self._done and self._store is not None:
+            self._done = True
+            self._store.release(self.index, after)
+
+    def __del__(self) -> None:  # dropped by its buffer, or never batched: its row is free at once
+        with contextlib.suppress(Exception):
+            self._let_go(None)
+
+    def __repr__(self) -> str:
+        return f"<DeviceRow {self.shape[1]}x{self.shape[0]} frame {self.index} on the GPU>"
