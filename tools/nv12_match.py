@@ -94,8 +94,7 @@ def nvdec_nv12(path: Path, frames: int) -> Iterator[tuple[np.ndarray, np.ndarray
     import pycuda.driver as cuda
 
     from streamer.gpu.context import PrimaryContext
-    from streamer.sources.nvdec import nvc_module
-    from streamer.sources.nvdec_file import planes_of
+    from streamer.sources.nvdec import nvc_module, planes_of
 
     nvc = nvc_module()
     ctx = PrimaryContext.get(0)

@@ -197,7 +197,7 @@ class NvdecDecoder:
         if not pictures:
             return []
         self._wait_ready()
-        images = self.rows.convert([_planes(p) for p in pictures], self._stopped)
+        images = self.rows.convert([planes_of(p) for p in pictures], self._stopped)
         return [(image, int(p.getPTS())) for image, p in zip(images, pictures, strict=False)]
 
     def flush(self) -> list[tuple[Any, int]]:
@@ -237,7 +237,7 @@ class NvdecDecoder:
             cuda.Context.synchronize()
 
 
-def _planes(picture: Any) -> Any:
+def planes_of(picture: Any) -> Any:
     """Where a decoded NV12 picture lies (its two planes' ``__cuda_array_interface__``)."""
     from streamer.gpu.nv12 import Nv12Planes
 

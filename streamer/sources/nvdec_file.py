@@ -41,6 +41,7 @@ from streamer.sources.nvdec import (
     first_line,
     matrix_for,
     nvc_module,
+    planes_of,
 )
 from streamer.sources.video import VideoFileSource
 
@@ -302,17 +303,6 @@ class _Decoding:
                 seg.delivered += len(placed)
             self._cond.notify_all()
         return True
-
-
-def planes_of(picture: Any) -> Any:
-    """Where a decoded NV12 picture lies (its two planes' ``__cuda_array_interface__``)."""
-    from streamer.gpu.nv12 import Nv12Planes
-
-    luma, chroma = (plane.__cuda_array_interface__ for plane in picture.cuda())
-    height, width = int(luma["shape"][0]), int(luma["shape"][1])
-    y_pitch = int(luma["strides"][0]) if luma.get("strides") else width
-    uv_pitch = int(chroma["strides"][0]) if chroma.get("strides") else width
-    return Nv12Planes(int(luma["data"][0]), y_pitch, int(chroma["data"][0]), uv_pitch, width, height)
 
 
 class NvdecFileSource(FrameSource):
