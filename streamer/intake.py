@@ -144,10 +144,10 @@ class Intake:
         """Tell each NVDEC source the rows to make and how many decoder sessions a file of it may use."""
         if self._gpu_rows is None:
             return
-        gpu = [src for src in sources if hasattr(src, "configure_gpu")]
+        gpu = [src for src in sources if src.decoder == "nvdec"]
         if not gpu:
             return
-        files = [src for src in self.sources if hasattr(src, "configure_gpu") and not src.is_live]
+        files = [src for src in self.sources if src.decoder == "nvdec" and not src.is_live]
         decoders = self.settings.nvdec_decoders
         if not decoders:
             from streamer.sources.nvdec import decoder_engines
@@ -155,7 +155,7 @@ class Intake:
 
             decoders = decoders_per_file(len(files), decoder_engines())
         for src in gpu:
-            src.configure_gpu(*self._gpu_rows, decoders)  # type: ignore[attr-defined]
+            src.configure_gpu(*self._gpu_rows, decoders)
 
     def start(self, on_state: StateListener, attach: Attach | None = None,
               on_decode: Callable[[float], None] | None = None) -> None:

@@ -185,7 +185,7 @@ def decode_only(clip: Path, count: int, decoder: str, model: Path, batch: int) -
     try:
         for s in sources:
             s.open()
-        gpu = [s for s in sources if hasattr(s, "configure_gpu")]
+        gpu = [s for s in sources if s.decoder == "nvdec"]
         if gpu:
             from streamer.sources.nvdec import decoder_engines
             from streamer.sources.nvdec_file import decoders_per_file

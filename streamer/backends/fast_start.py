@@ -20,7 +20,7 @@ from pathlib import Path
 
 from streamer.backends import ort
 from streamer.backends.base import CpuBackend
-from streamer.backends.select import BACKENDS, _for_device, precision_reason, probe
+from streamer.backends.select import BACKENDS, for_device, precision_reason, probe
 from streamer.errors import StreamerError
 from streamer.host import usable_cores
 
@@ -58,7 +58,7 @@ def slow_backend(requested: str, precision: str = "auto", device: str = "auto") 
     """The backend ``open_backend(requested, precision, device)`` will most likely pick, when it is slow to
     start; None when it is quick, or when the selection will fail anyway (then it fails as without one)."""
     try:
-        requested, order = _for_device(requested, device)
+        requested, order = for_device(requested, device)
     except StreamerError:
         return None
     for name in (requested,) if requested != "auto" else order:

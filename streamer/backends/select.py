@@ -72,7 +72,7 @@ def precision_reason(name: str, precision: str) -> str | None:
 def choose(requested: str = "auto", precision: str = "auto", device: str = "auto") -> Selection:
     """Resolve ``auto`` (or check an explicit choice) without loading a model. ``device`` (``--device``,
     streamer.devices): ``cpu`` runs ONNX Runtime, ``cuda[:N]`` only the GPU backends."""
-    requested, order = _for_device(requested, device)
+    requested, order = for_device(requested, device)
     if requested != "auto":
         if requested in RUNS_PRECISIONS and (why := precision_reason(requested, precision)):
             able = " / ".join(n for n in AUTO_ORDER if precision in RUNS_PRECISIONS[n])
@@ -97,7 +97,7 @@ def choose(requested: str = "auto", precision: str = "auto", device: str = "auto
     raise BackendUnavailableError(f"no backend can run here ({details})", "pip install onnxruntime")
 
 
-def _for_device(requested: str, device: str) -> tuple[str, tuple[str, ...]]:
+def for_device(requested: str, device: str) -> tuple[str, tuple[str, ...]]:
     """(backend to use, ``auto`` order) for ``--device``; ConfigError when the two contradict each other."""
     kind = device.split(":")[0]
     if kind == "cpu":

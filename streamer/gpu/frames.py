@@ -191,9 +191,6 @@ class DeviceFrame:
         self._ring.fill_device(self._entry, int(device_input.gpudata) + row * h * w * 3, h, w, slot.stream)
         return True
 
-    def submitted(self, slot: Any) -> None:
-        """The batch that read this picture was submitted (its entry's event already guards the ring)."""
-
     def upload_rows(self, slot: Any, rows: list[int]) -> None:
         """Mark ``slot``'s input as written on the device, uploading the host rows of a mixed batch."""
         with self._ring.context.active():

@@ -28,17 +28,6 @@ ROW_SPARE = 64  # rows beyond a source's buffer and a batch: frames between its 
 _CLAIM_POLL_S = 0.25  # how often a waiting writer re-checks its stop condition
 
 
-def convert_batch(resizer: Any, planes: list[Any], outs: list[int], shape: tuple[int, int], stream: Any,
-                  matrix: Any) -> None:
-    """NV12 pictures (same size and pitch) → rows at ``outs``: one launch (the kernel's batched entry)."""
-    launch_batch = getattr(resizer, "launch_batch", None)
-    if launch_batch is not None:
-        launch_batch(planes, outs, shape[0], shape[1], stream, matrix)
-        return
-    for p, out in zip(planes, outs, strict=True):
-        resizer.launch(p, out, shape[0], shape[1], stream, matrix)
-
-
 class RowLedger:
     """Who may write which row: row ``r`` of ``depth`` goes to frames ``r, r + depth, ...`` in turn, each
     after the one before has let it go (the memory-free bookkeeping of a :class:`RowStore`)."""
@@ -185,8 +174,10 @@ class DeviceRow:
 
     def upload_rows(self, slot: Any, rows: list[int]) -> None:
         """Mark ``slot``'s input as written on the device, uploading the host rows of a mixed batch."""
-        context = self._store.context if self._store is not None else self.picture._ring.context
-        with context.active():
+        if self._store is None:
+            self.picture.upload_rows(slot, rows)
+            return
+        with self._store.context.active():
             for row in rows:
                 slot.upload_row(row)
         slot.input_on_device = True

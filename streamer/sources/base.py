@@ -88,6 +88,7 @@ class FrameSource(ABC):
     """Base of every source. Subclasses implement ``_open``, ``_read`` and ``_close``."""
 
     kind: str = "source"
+    decoder: str = "cpu"  # where its frames are decoded: cpu, or nvdec (streamer.sources.nvdec*)
 
     def __init__(self, name: str, spec: str, *, is_live: bool, fps: float | None = None,
                  realtime: bool = False) -> None:
@@ -148,7 +149,13 @@ class FrameSource(ABC):
 
     def decode_info(self) -> dict[str, Any]:
         """Where this source's frames are decoded (for the summary); NVDEC sources add their decode delay."""
-        return {"decoder": "cpu"}
+        return {"decoder": self.decoder}
+
+    def configure_gpu(self, row_shape: tuple[int, int] | None, batch: int, keep_pictures: bool,  # noqa: B027
+                      decoders: int) -> None:
+        """Before reading, for a source that decodes on the GPU: the model's input (H, W) its frames become
+        rows of (None: whole pictures only), the largest batch, whether viewers want whole pictures, and how
+        many decoder sessions a file may use. Sources decoded on the CPU ignore it."""
 
     # -- life cycle --------------------------------------------------------------------------------------
     def open(self) -> None:

@@ -149,7 +149,7 @@ class LiveRows:
     def convert(self, planes: list[Any], stopped: Callable[[], bool]) -> list[Any]:
         """DeviceRows of ``planes`` (pictures ready on ``stream``); the decoder may reuse them afterwards."""
         from streamer.gpu.frames import Nv12Ring
-        from streamer.gpu.rows import DeviceRow, convert_batch
+        from streamer.gpu.rows import DeviceRow
 
         with self._lock, self.context.active():
             rows = self.rows
@@ -166,8 +166,8 @@ class LiveRows:
             for i in indices:
                 if not rows.claim(i, stopped):
                     return []
-            convert_batch(self.resizer, planes, [rows.ptr(i) for i in indices], rows.shape, self.stream,
-                          self.matrix)
+            self.resizer.launch_batch(planes, [rows.ptr(i) for i in indices], *rows.shape, self.stream,
+                                      self.matrix)
             self.stream.synchronize()
             return [DeviceRow(rows, i, (p.height, p.width, 3), pic)
                     for i, p, pic in zip(indices, planes, pictures, strict=True)]
@@ -267,10 +267,8 @@ def decoder_engines(device_index: int = 0) -> int:
         caps = decoder_caps(nvc, nvc.cudaVideoCodec.H264, device_index)
     except Exception:
         return 1
-    if isinstance(caps, dict):
-        for key in ("num_decoder_engines", "nb_decoders", "num_engines"):
-            if caps.get(key):
-                return max(1, int(caps[key]))
+    if isinstance(caps, dict) and caps.get("num_decoder_engines"):
+        return max(1, int(caps["num_decoder_engines"]))
     return 1
 
 

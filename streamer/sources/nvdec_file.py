@@ -32,7 +32,6 @@ from typing import Any
 import cv2
 
 from streamer.errors import SourceError
-from streamer.gpu.rows import convert_batch
 from streamer.sources.base import Frame, FrameSource
 from streamer.sources.nvdec import (
     DelayStats,
@@ -287,7 +286,7 @@ class _Decoding:
             groups.setdefault((pl.width, pl.height, pl.y_pitch, pl.uv_pitch), []).append(i)
         for members in groups.values():
             outs = [rows.ptr(placed[i][1]) for i in members]
-            convert_batch(src.resizer, [planes[i] for i in members], outs, rows.shape, stream, src.matrix)
+            src.resizer.launch_batch([planes[i] for i in members], outs, *rows.shape, stream, src.matrix)
         pictures = None
         if src.keep_pictures and src.ring is not None:
             stream.synchronize()
