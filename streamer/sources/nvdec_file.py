@@ -529,7 +529,7 @@ class NvdecFileSource(FrameSource):
 
     def _read_cpu(self) -> Frame | None:
         assert self._cpu is not None
-        frame = self._cpu._read()
+        frame = self._cpu.read()
         if frame is None:
             self.skipped += self._cpu.skipped
             self._cpu.skipped = 0
