@@ -5,10 +5,10 @@ When every open source is live and has already put its newest frame in the batch
 once: the next frame of any of them is a frame period away, far beyond the deadline.
 
 A frame decoded on the GPU (NVDEC: its image is a ``streamer.gpu.rows.DeviceRow``, already the model's input
-row on the device) is not resized here but asked to ``fill_row``: its row is copied into the slot's device
-input on the slot's stream; once the slot is submitted it is told (``submitted``: its row may be reused after
-the batch's event); a batch that mixes such rows with host rows uploads the host rows itself
-(``upload_rows``).
+row on the device) is not resized here: the first such frame of a batch gives a :class:`RowWriter` for the
+slot (``image.row_writer(slot)``), which takes every GPU frame of the batch (``add``), writes their rows into
+the slot's device input when the batch closes, uploading the host rows of a mixed batch too (``finish``),
+and is told when the slot was submitted (``submitted``: the rows may be reused after the batch's event).
 
 Its output is one ordered stream (``outbox``): each submitted Slot, a ``SourceEnd`` once a source's last frame
 is in a submitted slot, and a final ``None``. The results side consumes it in order, so an end-of-stream is
@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,6 +42,18 @@ from streamer.view.tap import FrameTap, picture_of
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.25  # how often an idle batcher re-checks for stop/ends while no frame arrives
+
+
+class RowWriter(Protocol):
+    """Writes the GPU-decoded frames of one batch into its slot (``streamer.gpu.rows.RowBatch``)."""
+
+    def add(self, image: Any, row: int) -> None: ...
+
+    def finish(self, host_rows: list[int]) -> None:
+        """The batch is complete: write the frames' rows; ``host_rows`` were resized on the host."""
+
+    def submitted(self) -> None:
+        """The slot was submitted (its event recorded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +118,7 @@ class Batcher:
         self.resize_s = 0.0  # time spent resizing frames into slots
         self.error: BaseException | None = None
         self._rr = 0
-        self._on_device: list[Any] = []  # GPU frames whose rows the slot being filled copies
+        self._writer: RowWriter | None = None  # the GPU frames of the slot being filled
         self._sealed = False
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
@@ -161,9 +173,9 @@ class Batcher:
                 if n:
                     slot.count = n
                     self.executor.submit(slot)
-                    for image in self._on_device:
-                        image.submitted(slot)
-                    self._on_device.clear()
+                    if self._writer is not None:
+                        self._writer.submitted()
+                        self._writer = None
                     self.outbox.put(slot)
                     self.batches += 1
                     self.frames += n
@@ -193,8 +205,8 @@ class Batcher:
         contributed: set[int] = set()
         resize_s: list[float] = []  # per frame, for the timings (added once per batch)
         queued_s: list[float] = []
-        host_rows: list[int] = []  # rows resized on the host (the executor uploads them, or on_device does)
-        on_device = self._on_device  # GPU frames that write their rows into the slot's device input
+        host_rows: list[int] = []  # rows resized on the host (the executor uploads them, or the writer does)
+        writer: RowWriter | None = None  # the batch's GPU frames
         while n < self.batch_size and not self._abort.is_set():
             with self.cond:
                 got = self._take()
@@ -217,8 +229,10 @@ class Batcher:
             if isinstance(image, np.ndarray):
                 resize_into(image, rows[n])
                 host_rows.append(n)
-            elif image.fill_row(slot, n):  # decoded on the GPU: its row is copied into the slot there
-                on_device.append(image)
+            else:  # decoded on the GPU: its row is written into the slot there, with the batch's others
+                if writer is None:
+                    writer = image.row_writer(slot)
+                writer.add(image, n)
             resize_s.append(time.perf_counter() - t0)
             picture = None if self.tap is None else self.tap.take(buffer.source, picture_of(image))
             slot.tags.append(FrameTag(buffer.source, frame.index, frame.capture_time, frame.capture_mono,
@@ -226,8 +240,12 @@ class Batcher:
             n += 1
             if n == 1:
                 deadline = time.monotonic() + self.timeout_s
-        if on_device:  # the input is on the device: the host rows of a mixed batch go up too
-            on_device[-1].upload_rows(slot, host_rows)
+        if writer is not None:
+            t0 = time.perf_counter()
+            writer.finish(host_rows)
+            self._writer = writer
+            share = (time.perf_counter() - t0) / n  # the writer's time, spread over the batch's frames
+            resize_s = [r + share for r in resize_s]
         self.resize_s += sum(resize_s)
         if self.timings is not None and n:
             self.timings.stages["resize"].observe_many(resize_s)

@@ -23,6 +23,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _json_string  # the escaping json.dumps uses
 from types import ModuleType
 from typing import Any
 
@@ -202,6 +203,94 @@ def encode(payload: dict[str, Any], encoding: str = "json") -> bytes:
     if encoding == "msgpack":
         return msgpack_module().packb(payload, use_bin_type=True)
     raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+
+
+# ---- predictions as JSON without the dict: the publisher's and the JSONL sink's hot path ------------------
+
+# JSON text of strings that repeat from frame to frame; each dict is emptied when it reaches this many entries
+# (a bound on memory, e.g. with sources added one after another for days).
+_TEXT_CACHE_ENTRIES = 4096
+_PRED_HEADS: dict[str, str] = {}  # source -> '{"v":1,...,"source":"cam0","frame":'
+_TOPK_HEADS: dict[tuple[int, str], str] = {}  # (index, label) -> '{"index":3,"label":"cat","score":'
+_MODEL_TAILS: dict[str, str] = {}  # model id -> ',"model":"m"'
+_isfinite = math.isfinite
+
+
+def prediction_json(pred: Prediction, publish_time: float | None = None, seq: int | None = None) -> bytes:
+    """``encode(d, "json")`` of ``d = pred.to_dict(publish_time)`` plus ``d["seq"] = seq`` unless ``seq`` is
+    None, byte for byte, written straight from the fields (no dict, no generic encoder).
+
+    What the direct writer cannot reproduce exactly (a non-empty ``extra``, a non-finite float, a field of
+    another type, a bool) goes the generic way, which raises as it always did (ValueError for NaN)."""
+    if publish_time is None:
+        publish_time = pred.publish_time
+    text = None if pred.extra else _prediction_text(pred, publish_time, seq)
+    if text is not None:
+        return text.encode()
+    d = pred.to_dict(publish_time)
+    if seq is not None:
+        d["seq"] = seq
+    return _encode_json(d)
+
+
+def _prediction_text(pred: Prediction, publish_time: float, seq: int | None) -> str | None:
+    """The text ``json.dumps`` makes of ``pred.to_dict(publish_time)`` (+ ``seq``), or None where that is not
+    certain. A number is written as json writes it (``repr`` of an exact int, or of an exact finite float:
+    json calls ``int.__repr__``/``float.__repr__``); strings are exact ``str``. So a bool, a subclass of int,
+    float or str, or NaN is left to json."""
+    frame, dropped, capture_time = pred.frame_index, pred.dropped, pred.capture_time
+    if type(frame) is not int or type(dropped) is not int or (seq is not None and type(seq) is not int):
+        return None
+    kind = type(capture_time)
+    if not (kind is int or (kind is float and _isfinite(capture_time))):
+        return None
+    kind = type(publish_time)
+    if not (kind is int or (kind is float and _isfinite(publish_time))):
+        return None
+    if publish_time:  # as to_dict: no latency without a publish time
+        latency = round((publish_time - capture_time) * 1e3, 3)
+        kind = type(latency)
+        if not (kind is int or (kind is float and _isfinite(latency))):
+            return None
+        latency_text = repr(latency)
+    else:
+        latency_text = "null"
+    topk = []
+    for t in pred.topk:
+        index, label = t.index, t.label
+        if type(index) is not int or type(label) is not str:
+            return None
+        head = _TOPK_HEADS.get((index, label))
+        if head is None:
+            head = _cache(_TOPK_HEADS, (index, label),
+                          f'{{"index":{index},"label":{_json_string(label)},"score":')
+        score = round(t.score, 6)
+        kind = type(score)
+        if not (kind is int or (kind is float and _isfinite(score))):
+            return None
+        topk.append(f"{head}{score!r}}}")
+    source, model, file = pred.source, pred.model_id, pred.file
+    if type(source) is not str or type(model) is not str or type(file) is not str:
+        return None
+    pred_head = _PRED_HEADS.get(source)
+    if pred_head is None:
+        pred_head = _cache(_PRED_HEADS, source, f'{{"v":{PROTOCOL_VERSION},"minor":{PROTOCOL_MINOR},'
+                                                f'"type":{_json_string(TOPIC_PRED)},"source":{_json_string(source)},"frame":')
+    model_tail = _MODEL_TAILS.get(model)
+    if model_tail is None:
+        model_tail = _cache(_MODEL_TAILS, model, f',"model":{_json_string(model)}')
+    file_field = f',"file":{_json_string(file)}' if file else ""
+    seq_field = "" if seq is None else f',"seq":{seq}'
+    return (f'{pred_head}{frame},"capture_ts":{capture_time!r},"publish_ts":{publish_time!r},'
+            f'"latency_ms":{latency_text},"topk":[{",".join(topk)}],"dropped":{dropped}'
+            f'{model_tail}{file_field}{seq_field}}}')
+
+
+def _cache(cache: dict[Any, str], key: Any, text: str) -> str:
+    if len(cache) >= _TEXT_CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = text
+    return text
 
 
 def decode(data: bytes) -> dict[str, Any]:

@@ -38,10 +38,10 @@ from streamer.protocol import (
     HEALTH_STATES,
     Prediction,
     check_endpoint,
-    encode,
     encoder,
     eos_payload,
     health_payload,
+    prediction_json,
     stats_payload,
     topic_for,
 )
@@ -54,11 +54,8 @@ _CONTROL_PUT_TIMEOUT_S = 1.0
 _IDLE_POLL_S = 0.02  # how often the idle publisher thread looks for new subscriptions
 _START_TIMEOUT_S = 10.0
 
-_Builder = Callable[[float], dict[str, Any]]  # publish time -> payload
-
-
-def _pred_payload(pred: Prediction, now: float) -> dict[str, Any]:
-    return pred.to_dict(now)
+_Builder = Callable[[float], dict[str, Any]]  # publish time -> payload (control messages)
+# Queue items: a list of predictions (a batch's, or one), a (topic, _Builder) pair, or _STOP.
 
 
 def _eos(source: str, frames: int, reason: str, skipped: int, now: float) -> dict[str, Any]:
@@ -87,6 +84,9 @@ class Publisher:
             raise ConfigError(f"publisher linger {linger_ms} ms must be >= 0",
                               "use a finite linger such as 500 ms")
         self._encode = encoder(encoding)  # ConfigError for an unknown encoding or a missing msgpack
+        # (prediction, publish time, seq) -> payload: JSON written straight from the fields (the hot path)
+        self._encode_prediction: Callable[[Prediction, float, int], bytes] = (
+            prediction_json if encoding == "json" else self._encode_prediction_dict)
         self.bind = bind
         self.connect = connect
         self.hwm = hwm
@@ -175,15 +175,14 @@ class Publisher:
 
     def publish(self, pred: Prediction) -> bool:
         """Queue one prediction; never blocks. False if it was dropped (queue full or publisher closed)."""
-        return self._enqueue(pred.topic, functools.partial(_pred_payload, pred), 0.0)
+        return self._enqueue_item([pred], 0.0, 1)
 
     def publish_many(self, preds: Sequence[Prediction]) -> bool:
         """Queue a batch's predictions as one item (one hand-over to the publisher thread, not one each);
         never blocks. False if they were dropped (queue full or publisher closed: each counts as dropped)."""
         if not preds:
             return True
-        items = [(pred.topic, functools.partial(_pred_payload, pred)) for pred in preds]
-        return self._enqueue_item(items, 0.0, len(items))
+        return self._enqueue_item(list(preds), 0.0, len(preds))
 
     def publish_eos(self, source: str, frames: int, reason: str = "end", skipped: int = 0) -> bool:
         """A source ended: ``frames`` of its frames were classified, ``skipped`` could not be decoded;
@@ -257,7 +256,7 @@ class Publisher:
         return self._enqueue_item((topic, build), block_s, 1)
 
     def _enqueue_item(self, item: Any, block_s: float, messages: int) -> bool:
-        """Queue ``item``: a (topic, builder) pair, or a list of them (``messages`` in all)."""
+        """Queue ``item``: a (topic, builder) pair, or a list of predictions (``messages`` in all)."""
         if self._thread is None:
             raise RuntimeError("Publisher.publish*() before start()")
         if not self._closed:
@@ -325,10 +324,12 @@ class Publisher:
                 if item is _STOP:
                     return
                 if isinstance(item, list):  # a batch's predictions
-                    for topic, build in item:
-                        self._send(sock, topic, build)
+                    encode_prediction = self._encode_prediction
+                    for pred in item:
+                        self._send(sock, pred.topic, encode_prediction, pred)
                 else:
-                    self._send(sock, *item)
+                    topic, build = item
+                    self._send(sock, topic, self._encode_built, build)
             finally:
                 q.task_done()
 
@@ -345,12 +346,20 @@ class Publisher:
                 self._subscriptions = max(0, self._subscriptions + delta)
                 self._subs_changed.notify_all()
 
-    def _send(self, sock: zmq.Socket[bytes], topic: str, build: _Builder) -> None:
+    def _encode_built(self, build: _Builder, now: float, seq: int) -> bytes:
+        d = build(now)
+        d["seq"] = seq
+        return self._encode(d)
+
+    def _encode_prediction_dict(self, pred: Prediction, now: float, seq: int) -> bytes:
+        return self._encode_built(pred.to_dict, now, seq)
+
+    def _send(self, sock: zmq.Socket[bytes], topic: str, encode: Callable[[Any, float, int], bytes],
+              subject: Any) -> None:
+        """Encode ``subject`` (a prediction or a builder) as ``topic``'s next message and send it."""
         seq = self._seq.get(topic, 0)
         try:
-            d = build(time.time())
-            d["seq"] = seq
-            payload = self._encode(d)
+            payload = encode(subject, time.time(), seq)
         except Exception as e:  # whatever the encoder raises: skip this message, keep publishing
             with self._lock:
                 self._errors += 1
@@ -450,7 +459,7 @@ class JsonlWriter:
                               "choose a file in an existing, writable directory") from None
 
     def write(self, pred: Prediction) -> None:
-        self.write_lines(encode(pred.to_dict(pred.publish_time or time.time()), "json") + b"\n")
+        self.write_lines(prediction_json(pred, pred.publish_time or time.time()) + b"\n")
 
     def write_lines(self, line: bytes, count: int = 1) -> None:
         """``count`` complete JSON lines (each ending in a newline) in one write: all of them, or none."""

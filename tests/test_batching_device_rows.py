@@ -1,7 +1,8 @@
-"""The batcher with frames decoded on the GPU (NVDEC): such a frame fills its row itself (``fill_row``), a
-batch mixing them with host frames has its host rows uploaded (``upload_rows``), and host slots (a CPU
-executor) get the row written on the host. The GPU frame here is a stand-in recording the calls (the real one
-and the kernel behind it are tested on the GPU host: tests/gpu, tests/sources/test_nvdec_gpu.py)."""
+"""The batcher with frames decoded on the GPU (NVDEC): the first such frame of a batch gives the slot's row
+writer, which takes every GPU frame of the batch (``add``), writes them once the batch is complete together
+with the host rows of a mixed batch (``finish``), and is told when the slot was submitted (``submitted``).
+The GPU frame here is a stand-in recording the calls (the real writer and its kernel are tested on the GPU
+host: tests/gpu, tests/sources/test_nvdec_gpu.py)."""
 
 from __future__ import annotations
 
@@ -23,29 +24,41 @@ from streamer.sources import Frame, FrameBuffer, Policy
 TIMEOUT = 10.0
 
 
+class WriterStandIn:
+    """Writes each frame's colour into its host row (the stand-in's "device") when the batch is finished."""
+
+    def __init__(self, slot: Any, calls: list[tuple[str, Any]]) -> None:
+        self.slot = slot
+        self.calls = calls
+        self.rows: list[tuple[int, str]] = []
+
+    def add(self, image: GpuFrameStandIn, row: int) -> None:
+        self.calls.append(("add", row))
+        self.rows.append((row, image.color))
+
+    def finish(self, host_rows: list[int]) -> None:
+        self.calls.append(("finish", list(host_rows)))
+        for row, color in self.rows:
+            self.slot.host_input[row] = COLORS[color]
+
+    def submitted(self) -> None:
+        self.calls.append(("submitted", self.slot.seq))
+
+
 class GpuFrameStandIn:
-    """Shaped like a DeviceFrame (what Frame checks); writes ``color`` where asked, and says where."""
+    """Shaped like a DeviceRow (what Frame checks); its writer records the calls."""
 
     dtype = np.dtype(np.uint8)
     ndim = 3
 
-    def __init__(self, color: str, on_device: bool, calls: list[tuple[str, Any]]) -> None:
+    def __init__(self, color: str, calls: list[tuple[str, Any]]) -> None:
         self.shape = (1080, 1920, 3)
         self.color = color
-        self.on_device = on_device
         self.calls = calls
 
-    def fill_row(self, slot: Any, row: int) -> bool:
-        self.calls.append(("fill_row", row))
-        slot.host_input[row] = COLORS[self.color]  # the stand-in's "device": the same host row
-        return self.on_device
-
-    def upload_rows(self, slot: Any, rows: list[int]) -> None:
-        self.calls.append(("upload_rows", list(rows)))
-        slot.input_on_device = True
-
-    def submitted(self, slot: Any) -> None:
-        self.calls.append(("submitted", slot.seq))
+    def row_writer(self, slot: Any) -> WriterStandIn:
+        self.calls.append(("row_writer", slot.index))
+        return WriterStandIn(slot, self.calls)
 
 
 @pytest.fixture
@@ -61,14 +74,13 @@ def host_frame(i: int, color: str) -> Frame:
     return Frame(img, i, time.time())
 
 
-@pytest.mark.parametrize("on_device", [True, False])
-def test_a_mixed_batch_fills_gpu_rows_on_the_gpu_and_uploads_the_host_rows(executor, on_device: bool) -> None:
+def test_a_mixed_batch_writes_its_gpu_rows_once_complete_and_tells_them_of_the_submit(executor) -> None:
     calls: list[tuple[str, Any]] = []
     cond = threading.Condition()
     buf = FrameBuffer("mixed", Policy.BLOCK, 16, cond)
     colors = ["red", "green", "blue", "red", "green", "blue"]
     for i, color in enumerate(colors):
-        image = GpuFrameStandIn(color, on_device, calls) if i % 2 else host_frame(i, color).image
+        image = GpuFrameStandIn(color, calls) if i % 2 else host_frame(i, color).image
         buf.put(Frame(image, i, time.time()))
     buf.close("end of input")
     outbox: queue.Queue = queue.Queue()
@@ -76,14 +88,29 @@ def test_a_mixed_batch_fills_gpu_rows_on_the_gpu_and_uploads_the_host_rows(execu
     batcher.start()
     slot = outbox.get(timeout=TIMEOUT)
     assert slot.count == 6
-    assert [c for c in calls if c[0] == "fill_row"] == [("fill_row", 1), ("fill_row", 3), ("fill_row", 5)]
-    uploads = [c for c in calls if c[0] == "upload_rows"]
-    # rows written on the device: the host rows (0, 2, 4) go up with them, once, after the batch is filled
-    assert uploads == ([("upload_rows", [0, 2, 4])] if on_device else [])
-    # a device row is told its batch was submitted (its row may be reused after the batch's event), once
-    assert [c for c in calls if c[0] == "submitted"] == ([("submitted", slot.seq)] * 3 if on_device else [])
+    # one writer for the batch; the GPU rows (1, 3, 5) added in order; written once the batch is complete,
+    # with the host rows (0, 2, 4) handed over to go up with them; told of the submit once, after it
+    assert calls == [("row_writer", slot.index), ("add", 1), ("add", 3), ("add", 5), ("finish", [0, 2, 4]),
+                     ("submitted", slot.seq)]
     done = executor.collect(timeout=TIMEOUT)
     labels = done.host_output[:6].argmax(1).tolist()
     executor.release(done)
     assert labels == [{"red": 2, "green": 1, "blue": 0}[c] for c in colors]
+    assert batcher.join(TIMEOUT)
+
+
+def test_a_batch_of_host_frames_makes_no_row_writer(executor) -> None:
+    cond = threading.Condition()
+    buf = FrameBuffer("host", Policy.BLOCK, 16, cond)
+    for i, color in enumerate(["red", "blue"]):
+        buf.put(host_frame(i, color))
+    buf.close("end of input")
+    outbox: queue.Queue = queue.Queue()
+    batcher = Batcher([buf], executor, batch_size=8, timeout_s=1.0, outbox=outbox)
+    batcher.start()
+    slot = outbox.get(timeout=TIMEOUT)
+    assert slot.count == 2 and batcher._writer is None
+    done = executor.collect(timeout=TIMEOUT)
+    assert done.host_output[:2].argmax(1).tolist() == [2, 0]
+    executor.release(done)
     assert batcher.join(TIMEOUT)

@@ -23,7 +23,7 @@ from zmq_helpers import (
 )
 
 from streamer.errors import ConfigError, PublishError
-from streamer.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, Prediction, decode
+from streamer.protocol import PROTOCOL_MINOR, PROTOCOL_VERSION, Prediction, TopK, decode, encode
 from streamer.publish import JsonlWriter, Publisher
 from streamer.subscribe import Subscriber
 
@@ -313,6 +313,47 @@ def test_unencodable_extra_is_counted_not_fatal(publisher: Publisher) -> None:
     assert publisher.counters()["errors"] == 1
 
 
+def test_a_nan_prediction_is_counted_not_fatal(publisher: Publisher) -> None:
+    """NaN is not JSON: the prediction is not sent (counted as an error, no seq used), the next one is."""
+    with zmq_context() as ctx:
+        sub = sub_socket(ctx, publisher.endpoint)
+        assert publisher.wait_for_subscribers(1, timeout=10)
+        assert publisher.publish_many([dataclasses.replace(make_prediction(0), capture_time=float("nan")),
+                                       make_prediction(1)])
+        _, d = recv_message(sub)
+        assert_silent(sub)
+    assert d["frame"] == 1 and d["seq"] == 0
+    assert publisher.counters()["errors"] == 1
+
+
+def test_json_payloads_are_the_generic_encoding_byte_for_byte(publisher: Publisher) -> None:
+    """What goes on the wire (JSON written straight from the fields) is exactly json.dumps of the payload
+    dict with its seq: plain, image (``file``), escaped-name and ``extra`` (the generic way) predictions."""
+    five = tuple(TopK(i, label, score) for i, label, score in
+                 [(7, "zebra", 0.6123456789), (2, 'a "quoted" \\ label', 0.2), (9, "ünïcødé ☃", 1e-07),
+                  (4, "tab\there", 0.0), (1, "cat", 0.1876543)])
+    preds = [make_prediction(0), dataclasses.replace(make_prediction(1), topk=five),
+             dataclasses.replace(make_prediction(2, "shots"), file='day 1/"img".png', topk=five[:1]),
+             make_prediction(3, note="an extra", startup={"first_prediction_s": 1.25}),
+             dataclasses.replace(make_prediction(4), frame_index=2**40, dropped=12, model_id="m\u00e9")]
+    with zmq_context() as ctx:
+        sub = sub_socket(ctx, publisher.endpoint, ["pred."])
+        assert publisher.wait_for_subscribers(1, timeout=10)
+        assert publisher.publish_many(preds[:3])
+        for pred in preds[3:]:
+            assert publisher.publish(pred)
+        got = [recv_frames(sub) for _ in preds]
+        assert_silent(sub)
+    seqs = {"cam0": 0, "shots": 0}
+    for pred, (topic, payload) in zip(preds, got, strict=True):
+        assert topic == pred.topic.encode()
+        sent = json.loads(payload)
+        expected = pred.to_dict(sent["publish_ts"]) | {"seq": seqs[pred.source]}
+        seqs[pred.source] += 1
+        assert payload == encode(expected, "json")
+    assert publisher.counters()["errors"] == 0
+
+
 # ---- JsonlWriter ------------------------------------------------------------------------------------------
 
 
@@ -341,6 +382,21 @@ def test_jsonl_writer_keeps_a_given_publish_time(tmp_path) -> None:
     row = json.loads((tmp_path / "x.jsonl").read_text())
     assert row == stamped.to_dict()
     assert row["latency_ms"] == pytest.approx(500.0, abs=1e-3)
+
+
+def test_jsonl_lines_are_the_generic_encoding_byte_for_byte(tmp_path) -> None:
+    """Each line is json.dumps of ``to_dict`` (no seq) and a newline, fast path or generic (``extra``)."""
+    preds = [make_prediction(0), dataclasses.replace(make_prediction(1, "shots"), file="a/ü.png"),
+             make_prediction(2, label='say "hi"', note="extra"), dataclasses.replace(make_prediction(3),
+                                                                                       publish_time=5e9)]
+    with JsonlWriter(tmp_path / "x.jsonl") as w:
+        for p in preds:
+            w.write(p)
+    lines = (tmp_path / "x.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) == len(preds) + 1
+    for p, line in zip(preds, lines, strict=False):
+        assert line == encode(p.to_dict(json.loads(line)["publish_ts"]), "json")
+    assert json.loads(lines[3])["publish_ts"] == 5e9
 
 
 @pytest.mark.parametrize("bad", ["missing-dir/preds.jsonl", "."])

@@ -22,6 +22,8 @@ import numpy as np
 PTX_PATH = Path(__file__).with_name("nv12_resize.ptx")
 KERNEL = "nv12_to_bgr_resize"
 BATCH_KERNEL = "nv12_to_bgr_resize_batch"
+COPY_KERNEL = "copy_rows"
+COPY_BLOCK = (256, 1, 1)
 BLOCK = (16, 8, 1)
 MAX_BATCH_FRAMES = 64  # the kernel's FrameBatch holds this many pictures
 COEFFICIENTS_FORMAT = "iiiiii"  # the kernels' scalar tail: ColorMatrix.kernel_args()
@@ -106,8 +108,9 @@ class Nv12Planes:
 
 
 class Nv12Resizer:
-    """The compiled kernel in one CUDA context: ``launch`` queues one frame → one output row on a stream,
-    ``launch_batch`` many frames of one size → their rows, up to 64 per launch."""
+    """The compiled kernels in one CUDA context: ``launch`` queues one frame → one output row on a stream,
+    ``launch_batch`` many frames of one size → their rows, up to 64 per launch; ``copy_rows`` gathers rows
+    made elsewhere into a batch, up to 64 per launch."""
 
     _instances: dict[int, Nv12Resizer] = {}  # noqa: RUF012 - one module per context
     _lock = threading.Lock()
@@ -123,6 +126,8 @@ class Nv12Resizer:
         # FrameBatch (64 luma, 64 chroma, 64 output pointers), y_pitch, uv_pitch, src_w, src_h, out_w, out_h
         n = MAX_BATCH_FRAMES
         self._batch_fn.prepare(f"{n}P{n}P{n}Piiiiii" + COEFFICIENTS_FORMAT)
+        self._copy_fn = self._module.get_function(COPY_KERNEL)
+        self._copy_fn.prepare(f"{n}P{n}Pi")  # RowCopies (64 source, 64 destination pointers), row bytes
 
     @classmethod
     def get(cls, context_handle: int) -> Nv12Resizer:
@@ -144,6 +149,34 @@ class Nv12Resizer:
         for args in batch_launch_args(frames, outs, out_h, out_w, matrix):
             grid, params = args
             self._batch_fn.prepared_async_call(grid, BLOCK, stream, *params)
+
+
+    def copy_rows(self, srcs: Sequence[int], dsts: Sequence[int], row_bytes: int, stream: Any) -> None:
+        """Queue the copy of ``row_bytes`` from each ``srcs[i]`` to ``dsts[i]`` (device addresses), 64 rows
+        per launch: one launch where a copy call per row would cost a driver call and an interpreter-lock
+        hand-over each."""
+        for grid, params in copy_launch_args(srcs, dsts, row_bytes):
+            self._copy_fn.prepared_async_call(grid, COPY_BLOCK, stream, *params)
+
+
+def copy_launch_args(srcs: Sequence[int], dsts: Sequence[int], row_bytes: int
+                     ) -> list[tuple[tuple[int, int, int], tuple[int, ...]]]:
+    """(grid, kernel parameters) of each ``copy_rows`` launch: at most 64 rows each, pointers padded
+    with 0."""
+    if len(srcs) != len(dsts):
+        raise ValueError(f"copy_rows: {len(srcs)} sources but {len(dsts)} destinations")
+    if row_bytes < 1:
+        raise ValueError(f"copy_rows: bad row size {row_bytes}")
+    steps = (row_bytes + 15) // 16  # a thread copies 16 bytes per step
+    grid_x = max(1, min(32, (steps + COPY_BLOCK[0] - 1) // COPY_BLOCK[0]))
+    pad = [0] * MAX_BATCH_FRAMES
+    launches = []
+    for start in range(0, len(srcs), MAX_BATCH_FRAMES):
+        n = len(srcs[start:start + MAX_BATCH_FRAMES])
+        params = (*[int(p) for p in srcs[start:start + n]], *pad[n:],
+                  *[int(p) for p in dsts[start:start + n]], *pad[n:], row_bytes)
+        launches.append(((grid_x, n, 1), params))
+    return launches
 
 
 def batch_launch_args(frames: Sequence[Nv12Planes], outs: Sequence[int], out_h: int, out_w: int,

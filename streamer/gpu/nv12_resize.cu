@@ -34,6 +34,12 @@ struct FrameBatch {
     unsigned long long out[MAX_BATCH_FRAMES];
 };
 
+// Rows of a batch, each copied from where it was made into the batch's input (copy_rows)
+struct RowCopies {
+    unsigned long long src[MAX_BATCH_FRAMES];
+    unsigned long long dst[MAX_BATCH_FRAMES];
+};
+
 // swscale's int16 yuv2rgb coefficients (scaled by 2^13) and luma offset (scaled by 2^3)
 struct Yuv2Bgr { int y_coeff, y_offset, v2r, u2g, v2g, u2b; };
 
@@ -227,4 +233,21 @@ extern "C" __global__ void nv12_to_bgr_resize_batch(
                     src_w, src_h};
     const Yuv2Bgr m = {y_coeff, y_offset, v2r, u2g, v2g, u2b};
     convert_pixel(s, (unsigned char*)batch.out[z], out_w, out_h, m);
+}
+
+// Model-input rows gathered into a batch: row blockIdx.y copies row_bytes from src[y] to dst[y]. Grid (x, n_rows),
+// block (256); 16 bytes per thread step when both addresses and the length allow it, else bytes.
+extern "C" __global__ void copy_rows(RowCopies rows, int row_bytes) {
+    const unsigned long long src = rows.src[blockIdx.y], dst = rows.dst[blockIdx.y];
+    const int stride = blockDim.x * gridDim.x;
+    const int first = blockIdx.x * blockDim.x + threadIdx.x;
+    if (((src | dst | (unsigned long long)row_bytes) & 15) == 0) {
+        const uint4* __restrict__ s = (const uint4*)src;
+        uint4* __restrict__ d = (uint4*)dst;
+        for (int i = first; i < row_bytes / 16; i += stride) d[i] = s[i];
+    } else {
+        const unsigned char* __restrict__ s = (const unsigned char*)src;
+        unsigned char* __restrict__ d = (unsigned char*)dst;
+        for (int i = first; i < row_bytes; i += stride) d[i] = s[i];
+    }
 }

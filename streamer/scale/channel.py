@@ -39,7 +39,7 @@ from typing import Any
 import zmq
 
 from streamer.metrics import LatencyRecorder
-from streamer.protocol import Prediction, encode
+from streamer.protocol import Prediction, prediction_json
 from streamer.publish import JsonlWriter
 from streamer.sinks import Sink
 
@@ -101,7 +101,7 @@ class WorkerChannel:
 
     def prediction(self, pred: Prediction) -> None:
         now = time.time()
-        line = encode(pred.to_dict(pred.publish_time or now), "json") + b"\n"
+        line = prediction_json(pred, pred.publish_time or now) + b"\n"
         with self._lock:
             self._held.append([pred.source, pred.frame_index, round((now - pred.capture_time) * 1e3, 3),
                                len(line)])

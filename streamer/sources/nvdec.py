@@ -163,9 +163,8 @@ class LiveRows:
                                                                                           strict=True)]
             indices = list(range(self._next, self._next + len(planes)))
             self._next += len(planes)
-            for i in indices:
-                if not rows.claim(i, stopped):
-                    return []
+            if not rows.claim_many(indices, stopped):
+                return []
             self.resizer.launch_batch(planes, [rows.ptr(i) for i in indices], *rows.shape, self.stream,
                                       self.matrix)
             self.stream.synchronize()

@@ -277,9 +277,8 @@ class _Decoding:
         rows = src.rows
         assert rows is not None
         planes = [planes_of(p) for p, _ in placed]
-        for _, index in placed:
-            if not rows.claim(index, self._stop.is_set):
-                return False
+        if not rows.claim_many([index for _, index in placed], self._stop.is_set):
+            return False
         # same size and pitch for every picture of a decoder's batch: one launch (split if the stream changes)
         groups: dict[tuple[int, int, int, int], list[int]] = {}
         for i, pl in enumerate(planes):

@@ -21,6 +21,7 @@ from streamer.gpu.nv12 import (
     ColorMatrix,
     Nv12Planes,
     batch_launch_args,
+    copy_launch_args,
 )
 from streamer.preprocess import resize_into
 
@@ -168,6 +169,27 @@ def test_a_batch_of_mixed_layouts_or_missing_outputs_is_refused() -> None:
     assert batch_launch_args([], [], 32, 32, BT601_LIMITED) == []
 
 
+def test_rows_are_gathered_in_launches_of_at_most_64_rows() -> None:
+    n = MAX_BATCH_FRAMES + 5
+    srcs = [0x7000_0000 + 3072 * i for i in range(n)]
+    dsts = [0x9000_0000 + 3072 * (n - i) for i in range(n)]
+    launches = copy_launch_args(srcs, dsts, 3072)
+    assert [grid for grid, _ in launches] == [(1, 64, 1), (1, 5, 1)]  # 3,072 bytes: 192 16-byte steps
+    seen_src, seen_dst = [], []
+    for (_, count, _), params in launches:
+        assert len(params) == 129 and params[-1] == 3072
+        assert list(params[count:64]) == list(params[64 + count:128]) == [0] * (64 - count)
+        seen_src += params[:count]
+        seen_dst += params[64:64 + count]
+    assert seen_src == srcs and seen_dst == dsts  # every row once, in order
+    assert copy_launch_args([], [], 3072) == []
+    assert copy_launch_args([1], [2], 150528)[0][0] == (32, 1, 1)  # 224×224×3: capped at 32 blocks a row
+    with pytest.raises(ValueError, match="1 sources but 2 destinations"):
+        copy_launch_args([1], [2, 3], 3072)
+    with pytest.raises(ValueError, match="bad row size"):
+        copy_launch_args([1], [2], 0)
+
+
 # -- the kernel against the reference (GPU host) ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -247,3 +269,35 @@ def test_launch_batch_converts_every_frame_into_its_own_row(gpu: tuple) -> None:
         assert (host[at + row:at + row + gap] == 0xA5).all(), f"bytes after row {slot} were written"
     with pytest.raises(ValueError, match="differ in size or pitch"):
         resizer.launch_batch([frames[0], planes(1)], outs[:2], out_h, out_w, stream)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("row_bytes", [3072, 18000, 150531])  # 16-byte steps; and a length that needs bytes
+def test_copy_rows_gathers_each_row_and_writes_nothing_else(gpu: tuple, row_bytes: int) -> None:
+    import pycuda.driver as cuda
+
+    _, resizer = gpu
+    n, gap = 70, 48
+    rng = np.random.default_rng(row_bytes)
+    src_host = rng.integers(0, 256, n * row_bytes, dtype=np.uint8)
+    src = cuda.to_device(src_host)
+    dst_host = np.full(n * (row_bytes + gap) + 1, 0xA5, np.uint8)
+    dst = cuda.to_device(dst_host)
+    order = rng.permutation(n)
+    # an odd row size also puts every other destination off 16-byte alignment: the byte path
+    srcs = [int(src) + i * row_bytes for i in range(n)]
+    dsts = [int(dst) + int(k) * (row_bytes + gap) + (1 if row_bytes % 2 else 0) for k in order]
+    stream = cuda.Stream()
+    resizer.copy_rows(srcs, dsts, row_bytes, stream)
+    stream.synchronize()
+    cuda.memcpy_dtoh(dst_host, dst)
+    src.free()
+    dst.free()
+    shift = 1 if row_bytes % 2 else 0
+    written = np.zeros(dst_host.size, bool)
+    for i, k in enumerate(order):
+        at = int(k) * (row_bytes + gap) + shift
+        assert np.array_equal(dst_host[at:at + row_bytes], src_host[i * row_bytes:(i + 1) * row_bytes]), \
+            f"row {i} → {k}"
+        written[at:at + row_bytes] = True
+    assert (dst_host[~written] == 0xA5).all(), "bytes outside the rows were written"

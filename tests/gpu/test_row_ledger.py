@@ -99,3 +99,15 @@ def test_claiming_a_row_twice_is_a_bug_said_at_once() -> None:
     assert ledger.claim(0, never)
     with pytest.raises(RuntimeError, match="claimed twice"):
         ledger.claim(0, never)
+
+
+def test_claiming_many_rows_waits_once_per_distinct_batch_event() -> None:
+    ledger = RowLedger(4)
+    assert ledger.claim_many([0, 1, 2, 3], never)
+    first, second = Event(), Event()
+    for index, event in ((0, first), (1, first), (2, first), (3, second)):
+        ledger.release(index, event)
+    assert ledger.claim_many([4, 5, 6, 7], never)
+    assert (first.waited, second.waited) == (1, 1)  # three rows of one batch: one wait
+    with pytest.raises(RuntimeError, match="claimed twice"):
+        ledger.claim_many([5], never)
