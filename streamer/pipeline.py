@@ -44,6 +44,8 @@ __all__ = ["Pipeline", "StopRequested"]
 PHASES = ("created", "opening", "running", "draining", "ended")
 
 JOIN_TIMEOUT_S = 5.0
+# --fast-start: the requested backend starts loading once the bridge completed its first batch, or after this
+BRIDGE_FIRST_BATCH_S = 2.0
 SUPERVISE_S = 0.1  # how often the caller's thread updates the progress bar and looks at stop requests
 # source state → health message state (protocol.HEALTH_STATES); ENDED is announced by eos instead
 HEALTH = {SourceState.RUNNING: "up", SourceState.FAILED: "down", SourceState.DOWN: "down",
@@ -100,7 +102,8 @@ class Pipeline:
         self.phase = "opening"
         if chosen := use_device(parse_device(self.settings.device)):  # before anything starts CUDA
             log.info("device %s", chosen)
-        prefetch_imports(self.settings.backend)
+        if not self._bridging():  # a bridge serves first: the backend's imports wait for its first batch
+            prefetch_imports(self.settings.backend)
         try:
             self._open_publisher()
             self.intake.open(self._stop)
@@ -118,6 +121,12 @@ class Pipeline:
             raise
         self._opened = True
         return self
+
+    def _bridging(self) -> bool:
+        from streamer.backends.fast_start import bridge_expected
+
+        s = self.settings
+        return s.fast_start == "auto" and bridge_expected(s.model_path(), s.backend, s.precision, s.device)
 
     def _open_model(self) -> None:
         """The requested backend; with --fast-start auto and a backend slow to start, ONNX Runtime at once and
@@ -141,7 +150,7 @@ class Pipeline:
             self.handover = HandoverExecutor(engaged, self._load_requested, on_ready=self._on_backend_ready,
                                              on_failed=self._on_backend_failed)
             self.executor = self.handover
-            self.handover.start()
+            self.handover.start(hold_s=BRIDGE_FIRST_BATCH_S)
         if s.topk > self.backend.manifest.num_classes:
             log.info("--topk %d > %d classes: publishing all of them", s.topk,
                      self.backend.manifest.num_classes)

@@ -14,6 +14,7 @@ selection, import and load run on a background thread (:mod:`streamer.executors.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,14 @@ def bridge_threads(threads: int) -> int:
     """ONNX Runtime's threads while it bridges: ``--threads`` when set, else half the cores (one batch at a
     time), so the backend loading beside it and the decoders keep the other half."""
     return threads if threads > 0 else max(1, usable_cores() // 2)
+
+
+def bridge_expected(model_path: Path, requested: str, precision: str = "auto", device: str = "auto") -> bool:
+    """Whether ``open_bridge`` will most likely open a bridge (a slow backend, the model's ONNX beside it,
+    ONNX Runtime installed): decided before the sources open, so that the slow backend's imports can wait
+    for the bridge's first batch instead of competing with it."""
+    return (slow_backend(requested, precision, device) is not None and onnx_model(model_path).is_file()
+            and importlib.util.find_spec("onnxruntime") is not None)
 
 
 def open_bridge(model_path: Path, requested: str, *, max_batch: int, precision: str = "auto",

@@ -85,10 +85,15 @@ class HandoverExecutor(Executor[Slot]):
         self.handover_mono: float | None = None
         self.bridge_batches = 0
         self.bridge_frames = 0
+        self._bridge_served = threading.Event()  # the bridge completed a batch (or this executor closed)
+        self._hold_s = 0.0
         self._thread = threading.Thread(target=self._run_load, name="backend-load", daemon=True)
 
-    def start(self) -> None:
-        """Start loading the requested executor (on its own thread)."""
+    def start(self, hold_s: float = 0.0) -> None:
+        """Start loading the requested executor on its own thread: once the bridge has completed its first
+        batch, or after ``hold_s`` at most (0: at once). A load that imports a large package (torch) holds
+        the interpreter lock for seconds; started beside the bridge's first batch, it delays that batch."""
+        self._hold_s = max(0.0, hold_s)
         self._thread.start()
 
     def wait_settled(self, timeout: float | None = None) -> bool:
@@ -133,9 +138,12 @@ class HandoverExecutor(Executor[Slot]):
         owner.executor.submit(slot)
 
     def _wait_done(self, slot: Slot, timeout: float | None) -> bool:
-        done = self._owner(slot).executor.collect(timeout)
+        owner = self._owner(slot)
+        done = owner.executor.collect(timeout)
         if done is None:
             return False
+        if owner is self.bridge:
+            self._bridge_served.set()
         if done is not slot:  # cannot happen while each executor keeps its own submission order
             raise RuntimeError(f"{self._owner(slot).engine_id} completed {done!r} before {slot!r}")
         return True
@@ -149,7 +157,11 @@ class HandoverExecutor(Executor[Slot]):
 
     # -- loading and closing ---------------------------------------------------------------------------------
     def _run_load(self) -> None:
+        if self._hold_s:
+            self._bridge_served.wait(self._hold_s)
         try:
+            if self._closed:
+                raise RuntimeError("closed before the load started")
             loaded = self._load()
         except BaseException as exc:
             self._failed(exc)
@@ -205,6 +217,7 @@ class HandoverExecutor(Executor[Slot]):
     def _shutdown(self) -> None:
         """Close the bridge and the requested executor (if it arrived); a load still running closes what it
         returns itself."""
+        self._bridge_served.set()  # a load still held back starts (and stops at once)
         self.bridge.close()
         with self._cond:
             target = self.target

@@ -25,6 +25,7 @@ source NVDEC cannot take (its codec, bit depth, chroma format or size), logging 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -137,6 +138,18 @@ class LiveRows:
         self._next = 0
         self._lock = threading.Lock()  # an abandoned connection may still convert a late picture
 
+    def close(self) -> None:
+        """No more pictures: writers waiting for rows give up; the stream is freed with the context current
+        (the rows and pictures go with the last frame that uses them)."""
+        with self._lock:
+            if self.rows is not None:
+                self.rows.close()
+            stream, self.stream = self.stream, None
+            if stream is not None:
+                with contextlib.suppress(Exception), self.context.active():
+                    stream.synchronize()
+                    del stream
+
     def configure(self, row_shape: tuple[int, int] | None, depth: int, keep_pictures: bool) -> None:
         from streamer.gpu.rows import RowStore
 
@@ -152,6 +165,8 @@ class LiveRows:
         from streamer.gpu.rows import DeviceRow
 
         with self._lock, self.context.active():
+            if self.stream is None:  # closed: a late picture of an abandoned connection
+                return []
             rows = self.rows
             pictures: list[Any] = [None] * len(planes)
             if self.keep_pictures:
@@ -516,8 +531,8 @@ class NvdecStreamSource(StreamSource):
     def _close(self) -> None:
         super()._close()
         rows, self._rows = self._rows, None  # freed with the last frame decoded into them
-        if rows is not None and rows.rows is not None:
-            rows.rows.close()
+        if rows is not None:
+            rows.close()
 
     def _unusable(self, reason: str) -> None:
         self._cpu_reason = reason

@@ -148,9 +148,8 @@ class _Decoding:
         self.errors: list[str] = []
         self.unplaced = 0  # pictures with a timestamp the scan did not see (dropped, counted)
         first_segment = self._todo.pop(0)  # the session that started in _open is at its first frame
-        self._threads = [threading.Thread(target=self._work,
-                                          args=(k, first_decoder if k == 0 else None,
-                                                first_segment if k == 0 else None),
+        self._first: tuple[Any, Any] | None = first_decoder  # taken by thread 0
+        self._threads = [threading.Thread(target=self._work, args=(k, first_segment if k == 0 else None),
                                           name=f"nvdec-{source.name}-{k}", daemon=True)
                          for k in range(max(1, min(decoders, len(segments))))]
         for thread in self._threads:
@@ -197,32 +196,40 @@ class _Decoding:
             thread.join(5.0)
 
     # -- the decoders ------------------------------------------------------------------------------------
-    def _work(self, k: int, decoder: tuple[Any, Any] | None, seg: Segment | None) -> None:
-        """Decoder thread ``k``: ``seg`` first (``decoder`` is already at its start), then the next ones."""
+    def _work(self, k: int, seg: Segment | None) -> None:
+        """Decoder thread ``k``: ``seg`` first (thread 0: with the session opened at its start), then the next
+        ones. Sessions (and their streams) are dropped with the context current: pycuda cannot free a stream
+        anywhere else."""
         src = self.source
         try:
             with src.context.active():
-                while not self._stop.is_set():
-                    if seg is None:
-                        with self._cond:
-                            seg = self._todo.pop(0) if self._todo else None
+                decoder: tuple[Any, Any] | None = None
+                if k == 0:
+                    decoder, self._first = self._first, None
+                try:
+                    while not self._stop.is_set():
                         if seg is None:
-                            break
-                    try:
-                        decoder = self._decode(seg, decoder)
-                    except Exception as exc:
-                        msg = f"decoder {k} failed in frames {seg.start}..{seg.stop}: {first_line(exc)}"
-                        log.warning("source %s: NVDEC %s", src.name, msg)
-                        self.errors.append(msg)
-                        decoder = None
-                    finally:
-                        with self._cond:
-                            seg.done = True
-                            self._cond.notify_all()
-                    seg = None
-                if decoder is not None:
-                    decoder[0].end()
-                    decoder[1].synchronize()
+                            with self._cond:
+                                seg = self._todo.pop(0) if self._todo else None
+                            if seg is None:
+                                break
+                        try:
+                            decoder = self._decode(seg, decoder)
+                        except Exception as exc:
+                            msg = f"decoder {k} failed in frames {seg.start}..{seg.stop}: {first_line(exc)}"
+                            log.warning("source %s: NVDEC %s", src.name, msg)
+                            self.errors.append(msg)
+                            decoder = None
+                        finally:
+                            with self._cond:
+                                seg.done = True
+                                self._cond.notify_all()
+                        seg = None
+                    if decoder is not None:
+                        decoder[0].end()
+                        decoder[1].synchronize()
+                finally:
+                    decoder = None
         except Exception as exc:  # a CUDA failure outside a segment: the reader sees the segments end
             log.exception("source %s: NVDEC decoder thread %d failed", src.name, k)
             self.errors.append(first_line(exc))
@@ -233,12 +240,23 @@ class _Decoding:
                 self._cond.notify_all()
 
     def _decode(self, seg: Segment, session: tuple[Any, Any] | None) -> tuple[Any, Any]:
-        """Frames of ``seg`` into rows; returns the (decoder, stream) session for the next segment."""
+        """Frames of ``seg`` into rows; returns the (decoder, stream) session for the next segment. A session
+        that fails is ended before the error goes on (its native decoding thread stops with it)."""
         src = self.source
+        # a session made here, and the first segment's (opened at its first frame), start where they should
+        seek = session is not None and seg is not self.segments[0]
         if session is None:
             session = src.make_session(seg.start)
-        elif seg is not self.segments[0]:  # the first segment's session was started at its first frame
-            session[0].reconfigure_decoder(str(src.path), seg.start)
+        try:
+            if seek:
+                session[0].reconfigure_decoder(str(src.path), seg.start)
+            return self._decode_with(seg, session)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                session[0].end()
+            raise
+
+    def _decode_with(self, seg: Segment, session: tuple[Any, Any]) -> tuple[Any, Any]:
         decoder, stream = session
         index_of = self._index_of
         next_index = seg.start
@@ -542,8 +560,11 @@ class NvdecFileSource(FrameSource):
             self._decoding.close()
             self._decoding = None
         if self._first_decoder is not None:
-            with contextlib.suppress(Exception):
-                self._first_decoder[0].end()
+            with contextlib.suppress(Exception), self.context.active():
+                try:
+                    self._first_decoder[0].end()
+                finally:
+                    self._first_decoder = None  # its stream is freed here, with the context current
             self._first_decoder = None
         if self._cpu is not None:
             self._cpu.close()

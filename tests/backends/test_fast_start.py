@@ -81,3 +81,15 @@ def test_no_bridge_is_logged_with_why(torch_would_run: None, monkeypatch: pytest
         assert fast_start.open_bridge(DEFAULT_MODEL, "torch", max_batch=4) is None
         assert "onnxruntime is not installed (test)" in caplog.text
         assert fast_start.open_bridge(DEFAULT_MODEL, "onnxruntime", max_batch=4) is None  # nothing to bridge
+
+
+def test_a_bridge_is_expected_only_where_one_will_open(torch_would_run: None, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Decided before the sources open (the slow backend's imports then wait for the bridge's first batch)."""
+    bare = tmp_path / "m.pth"
+    bare.write_bytes(b"")
+    assert fast_start.bridge_expected(DEFAULT_MODEL.with_suffix(".pth"), "torch")
+    assert not fast_start.bridge_expected(bare, "torch")  # no ONNX beside it
+    assert not fast_start.bridge_expected(DEFAULT_MODEL, "onnxruntime")  # nothing to bridge
+    monkeypatch.setattr(torch_cuda, "quick_probe", lambda name="torch": GPU_REASON)
+    assert not fast_start.bridge_expected(DEFAULT_MODEL.with_suffix(".pth"), "torch")

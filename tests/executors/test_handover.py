@@ -190,3 +190,44 @@ def test_close_while_loading_returns_at_once_and_what_loads_later_is_closed() ->
     loader.go.set()
     assert ex.wait_settled(WAIT_S)
     assert made and target.closed and ex.target is None and not ex.ready.is_set() and not ready
+
+
+def held(hold_s: float) -> tuple[HandoverExecutor, Loader]:
+    """A hand-over started with its load held back for ``hold_s`` (or until the bridge's first batch)."""
+    loader = Loader(lambda: engaged(GatedEngine("target", 2.0, open_gates=True)))
+    ex = HandoverExecutor(engaged(GatedEngine("bridge", 1.0, open_gates=True)), loader)
+    ex.start(hold_s=hold_s)
+    return ex, loader
+
+
+def test_the_load_is_held_back_until_the_bridge_completed_its_first_batch() -> None:
+    ex, loader = held(WAIT_S)
+    try:
+        slot = submit(ex, 3)
+        assert not loader.started.wait(0.2)  # the bridge's batch ran, but nobody collected it yet
+        assert ex.collect(timeout=WAIT_S) is slot
+        ex.release(slot)
+        assert loader.started.wait(WAIT_S), "the load did not start after the bridge's first batch"
+        loader.go.set()
+        assert ex.ready.wait(WAIT_S)
+    finally:
+        ex.close()
+
+
+def test_a_held_load_starts_after_its_hold_without_any_batch() -> None:
+    t0 = time.monotonic()
+    ex, loader = held(0.3)
+    try:
+        assert loader.started.wait(WAIT_S)
+        assert time.monotonic() - t0 >= 0.3 - 0.05
+        loader.go.set()
+        assert ex.ready.wait(WAIT_S)
+    finally:
+        ex.close()
+
+
+def test_close_during_the_hold_never_loads() -> None:
+    ex, loader = held(WAIT_S)
+    ex.close()
+    assert ex.wait_settled(WAIT_S)
+    assert not loader.started.is_set() and ex.target is None
