@@ -40,8 +40,10 @@ def colour_jpegs(names: list[str], size: tuple[int, int] = (64, 48)) -> list[byt
     return frames
 
 
-class StreamerProcess:
-    """``python -m streamer.cli ARGS``; ``url`` is its control plane's, read from its start-up log."""
+class CliProcess:
+    """``python -m streamer.cli ARGS`` with its stderr read line by line on a thread."""
+
+    wait_s = WAIT_S  # wait_line's default deadline
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", *args], cwd=REPO,
@@ -49,9 +51,7 @@ class StreamerProcess:
                                      stdin=subprocess.DEVNULL)
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
-        self.stdout = ""
         threading.Thread(target=self._pump, daemon=True).start()
-        self.url = self.wait_line(r"control plane on (http://\S+)").group(1)
 
     def _pump(self) -> None:
         assert self.proc.stderr is not None
@@ -59,8 +59,8 @@ class StreamerProcess:
             self.stderr.append(line)
             self.lines.put(line)
 
-    def wait_line(self, pattern: str, timeout_s: float = WAIT_S) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
+    def wait_line(self, pattern: str, timeout_s: float | None = None) -> re.Match[str]:
+        deadline = time.monotonic() + (self.wait_s if timeout_s is None else timeout_s)
         while True:
             try:
                 line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
@@ -69,6 +69,15 @@ class StreamerProcess:
                 raise AssertionError(f"no line matching {pattern!r}; stderr: {err}") from None
             if m := re.search(pattern, line):
                 return m
+
+
+class StreamerProcess(CliProcess):
+    """The command as a service; ``url`` is its control plane's, read from its start-up log."""
+
+    def __init__(self, *args: str) -> None:
+        super().__init__(*args)
+        self.stdout = ""
+        self.url = self.wait_line(r"control plane on (http://\S+)").group(1)
 
     def interrupt(self, timeout_s: float = 30.0) -> int:
         """SIGINT (drain and exit), then the exit status."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,6 +96,19 @@ def color_sequence(n: int, seed: int = 0) -> list[str]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def stderr_lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """``proc``'s stderr, line by line, as it comes (read on a thread)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
 
 
 def run_cli(*args: str, timeout: float = 120, cwd: Path = REPO, env: dict | None = None

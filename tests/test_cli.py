@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from streamer_helpers import REPO, color_sequence, make_color_model, read_jsonl, run_cli, write_video
+from streamer_helpers import (
+    REPO,
+    color_sequence,
+    make_color_model,
+    read_jsonl,
+    run_cli,
+    stderr_lines,
+    write_video,
+)
 
 
 @pytest.fixture(scope="module")
@@ -111,18 +117,6 @@ def test_endpoint_in_use_exits_2(clip: Path, color_model: Path) -> None:
         "streamer or program is using it: stop it, or choose another --bind, e.g. tcp://127.0.0.1:5556)"]
 
 
-def _stderr_lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_file_drains_publishes_and_exits_0(sig: signal.Signals, tmp_path: Path, color_model: Path,
                                                       vtest: Path) -> None:
@@ -137,7 +131,7 @@ def test_signal_mid_file_drains_publishes_and_exits_0(sig: signal.Signals, tmp_p
          "--output", str(out), "--summary-json", str(summary), "--log-level", "info"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
-        lines = _stderr_lines(proc)
+        lines = stderr_lines(proc)
         endpoint = None
         while endpoint is None:
             line = lines.get(timeout=30)
@@ -176,7 +170,7 @@ def test_a_second_signal_exits_at_once(clip: Path, color_model: Path) -> None:
          "--bind", "tcp://127.0.0.1:*", "--wait-subscribers", "1"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
-        lines = _stderr_lines(proc)
+        lines = stderr_lines(proc)
         while "waiting up to" not in lines.get(timeout=30):
             pass
         proc.send_signal(signal.SIGINT)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import zmq
-from streamer_helpers import REPO, color_sequence, read_jsonl, run_cli, write_video
+from streamer_helpers import REPO, color_sequence, read_jsonl, run_cli, stderr_lines, write_video
 from zmq_helpers import recv_message, sub_socket, zmq_context
 
 from streamer.config import load_settings
@@ -37,15 +37,7 @@ def start(*args: str, model: Path) -> tuple[subprocess.Popen[str], queue.Queue[s
                              "onnxruntime", "--threads", "1"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
+    return proc, stderr_lines(proc)
 
 
 def wait_line(lines: queue.Queue[str], needle: str, timeout: float = EXIT_WAIT_S) -> list[str]:

@@ -5,18 +5,15 @@ while a stream is still opening."""
 from __future__ import annotations
 
 import json
-import queue
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from servers import MjpegServer, jpeg_frames
-from streamer_helpers import REPO, read_jsonl
+from service_helpers import CliProcess
+from streamer_helpers import read_jsonl
 from zmq_helpers import recv_message, sub_socket, wait_until, zmq_context
 
 EXIT_WITHIN_S = 5.0
@@ -27,33 +24,10 @@ def frames(vtest: Path) -> list[bytes]:
     return jpeg_frames(vtest, 30, (320, 240))
 
 
-class Streamer:
-    """``python -m streamer.cli ARGS`` with its stderr read line by line on a thread."""
+class Streamer(CliProcess):
+    """The command, for the shutdown tests."""
 
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamer.cli", *args], cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     stdin=subprocess.DEVNULL)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            self.lines.put(line)
-
-    def wait_line(self, pattern: str, timeout_s: float = 30.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                err = "".join(self.stderr)
-                raise AssertionError(f"no line matching {pattern!r}; stderr: {err}") from None
-            if m := re.search(pattern, line):
-                return m
+    wait_s = 30.0
 
     def signal_and_time_exit(self, sig: signal.Signals) -> tuple[int, float]:
         sent = time.monotonic()
