@@ -159,9 +159,10 @@ class HandoverExecutor(Executor[Slot]):
     def _run_load(self) -> None:
         if self._hold_s:
             self._bridge_served.wait(self._hold_s)
+            if self._closed:  # nothing loaded, nothing to report
+                self.settled.set()
+                return
         try:
-            if self._closed:
-                raise RuntimeError("closed before the load started")
             loaded = self._load()
         except BaseException as exc:
             self._failed(exc)

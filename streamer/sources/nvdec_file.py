@@ -559,13 +559,13 @@ class NvdecFileSource(FrameSource):
         if self._decoding is not None:
             self._decoding.close()
             self._decoding = None
-        if self._first_decoder is not None:
+        first, self._first_decoder = self._first_decoder, None
+        if first is not None:
             with contextlib.suppress(Exception), self.context.active():
                 try:
-                    self._first_decoder[0].end()
+                    first[0].end()
                 finally:
-                    self._first_decoder = None  # its stream is freed here, with the context current
-            self._first_decoder = None
+                    first = None  # its stream is freed here, with the context current
         if self._cpu is not None:
             self._cpu.close()
             self._cpu = None
