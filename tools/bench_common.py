@@ -10,6 +10,7 @@ ignoring the derived keys and keys it does not know.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -17,9 +18,10 @@ import logging
 import os
 import platform
 import resource
+import tempfile
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
@@ -217,6 +219,27 @@ def ints(text: str) -> list[int]:
 def names(text: str) -> list[str]:
     """``"a, b,"`` → ["a", "b"]."""
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def pick(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """``names(text)``, each one of ``allowed``; SystemExit naming the others (``what``: e.g. "sections")."""
+    chosen = names(text)
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        raise SystemExit(f"unknown {what} {', '.join(unknown)}: choose from {', '.join(allowed)}")
+    return chosen
+
+
+@contextlib.contextmanager
+def work_dir(path: Path | None, prefix: str) -> Iterator[Path]:
+    """A bench's folder for logs and outputs: ``path`` (made if missing, kept afterwards), else a temporary
+    folder named ``prefix...``, removed on exit."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
 
 
 def ratio(a: float | None, b: float | None) -> float | None:

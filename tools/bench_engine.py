@@ -15,11 +15,9 @@ Then the targets of issue 4 as ratios of figures from this run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import functools
 import statistics
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from bench_common import Machine, Target, ints, names, ratio
+from bench_common import Machine, Target, ints, names, ratio, work_dir
 from bench_engine_records import CopyRate, EngineResult, ModelInfo, Point, find
 from bench_loop import Fill, drive
 
@@ -296,7 +294,7 @@ def bench_h2d(sizes: dict[str, int], repeats: int = 20) -> list[CopyRate]:
     """GB/s of host→device (and device→host) copies, pinned vs pageable, per size; best of ``repeats``."""
     import pycuda.driver as cuda
 
-    from streamer.executors.cuda import PrimaryContext
+    from streamer.gpu.context import PrimaryContext
 
     ctx = PrimaryContext.get(0)
     rows = []
@@ -503,12 +501,8 @@ def run(args: argparse.Namespace) -> EngineResult:
     slot_counts = ints(args.slots)
     keys = names(args.models)
     machine = Machine.probe(VERSIONS)
-    work_ctx = (contextlib.nullcontext(args.work_dir) if args.work_dir
-                else tempfile.TemporaryDirectory(prefix="streamer-bench-"))
     progress = _Run()
-    with work_ctx as work_dir:
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_dir(args.work_dir, "streamer-bench-") as work:
         models = _prepare_models(keys, work, prefer_default=not args.no_default_model)
         for m in models:
             print(f"model {m.key}: {m.source} ({m.onnx.name}, {m.input_hw[0]}x{m.input_hw[1]}, "

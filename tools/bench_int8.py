@@ -19,14 +19,12 @@ The int8 model is ``<stem>.int8.onnx`` beside --model (tools/quantize.py makes i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from bench_common import Machine, Record, Target, fmt, ints, names, ratio
+from bench_common import Machine, Record, Target, fmt, ints, pick, ratio, work_dir
 
 from streamer.paths import DEFAULT_MODEL
 
@@ -177,16 +175,16 @@ def streamer_section(models: dict[str, Path], clip: Path, a: argparse.Namespace,
     return rows, lost, failed
 
 
-def accuracy_section(models: dict[str, Path], held_out: int) -> tuple[Accuracy, ...]:
+def accuracy_section(models: dict[str, Path], held_out: int, int8_cpu: bytes) -> tuple[Accuracy, ...]:
+    """``int8_cpu``: the int8 model in ONNX Runtime's form (serialized), as the backend opens it."""
     import numpy as np
-    import onnx
 
     from streamer.model.calibration import load_samples
     from streamer.model.manifest import ModelManifest
     from streamer.model.quantize import cpu_session, predict
 
     manifest = ModelManifest.from_onnx(models["fp32"])
-    sessions = cpu_session(models["fp32"]), cpu_session(onnx.load(str(models["int8"])))
+    sessions = cpu_session(models["fp32"]), cpu_session(int8_cpu)
     rows = []
     sets = [("held-out", "shapes:test", held_out)] if manifest.dataset == "shapes" else []
     sets.append(("demo clip", "demo", None))
@@ -202,10 +200,11 @@ def accuracy_section(models: dict[str, Path], held_out: int) -> tuple[Accuracy, 
 def plans_section(models: dict[str, Path], work: Path) -> tuple[Plan, ...]:
     from streamer.engine import flavour
     from streamer.engine.build import build_engine
+    from streamer.model.variants import PRECISIONS as ONNX_PRECISIONS
     from streamer.model.variants import variant_path
 
     rows = []
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in ONNX_PRECISIONS:
         onnx = variant_path(models["fp32"], precision)
         if not onnx.is_file():
             rows.append(Plan(precision, str(onnx), 0, None, None, "no such ONNX"))
@@ -252,17 +251,15 @@ def run(a: argparse.Namespace) -> Int8Result:
     from streamer.model.qdq import INT8_KERNELS, onnxruntime_form, onnxruntime_kernels
     from streamer.model.variants import quantize_command, variant_path
 
-    sections = names(a.sections)
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"unknown sections {', '.join(sorted(unknown))}: use {', '.join(SECTIONS)}")
+    sections = pick(a.sections, SECTIONS, "sections")
     ints(str(a.repeats))
     models = {"fp32": variant_path(a.model, "fp32"), "int8": variant_path(a.model, "int8")}
     if not models["int8"].is_file():
         raise ModelError(f"{models['int8']} not found", f"make it: {quantize_command(models['fp32'])}")
     int8_graph = onnx.load(str(models["int8"]))
     onnxruntime_form(int8_graph)
-    kernels = {op: n for op, n in sorted(onnxruntime_kernels(int8_graph).items()) if op in INT8_KERNELS}
+    int8_cpu = int8_graph.SerializeToString()  # serialized once: the kernel count and the accuracy session
+    kernels = {op: n for op, n in sorted(onnxruntime_kernels(int8_cpu).items()) if op in INT8_KERNELS}
     machine = Machine.probe(VERSIONS)
     flags = cpu_flags()
     print(f"{machine.cpu_model} ({machine.cpus} cores; int8 instructions: {' '.join(flags) or 'none'}); "
@@ -271,11 +268,7 @@ def run(a: argparse.Namespace) -> Int8Result:
     result = Int8Result(machine, flags, str(models["fp32"]), str(models["int8"]), kernels, a.batch, a.slots,
                         a.repeats)
     failed: list[str] = []
-    work_ctx = (contextlib.nullcontext(a.work_dir) if a.work_dir
-                else tempfile.TemporaryDirectory(prefix="bench-int8-"))
-    with work_ctx as work_dir:
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_dir(a.work_dir, "bench-int8-") as work:
         if "engine" in sections:
             result = result.replace(engine=engine_section(models, a))
         if "streamer" in sections:
@@ -286,7 +279,7 @@ def run(a: argparse.Namespace) -> Int8Result:
             failed += bad
             result = result.replace(clip=str(clip), streamer=rows, lost=lost)
         if "accuracy" in sections:
-            result = result.replace(accuracy=accuracy_section(models, a.held_out))
+            result = result.replace(accuracy=accuracy_section(models, a.held_out, int8_cpu))
         if "plans" in sections:
             result = result.replace(plans=plans_section(models, work))
     result = result.replace(machine=machine.finished(), failed=tuple(failed))

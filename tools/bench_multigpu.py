@@ -22,14 +22,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import make_bench_media as mbm
 import numpy as np
-from bench_common import Machine, Record, Target, fmt, ratio
+from bench_common import Machine, Record, Target, fmt, ratio, work_dir
 
 REPO = Path(__file__).resolve().parents[1]
 HELP = "two GPUs vs one: two plain streamer processes (--device cuda:0 / cuda:1) over an 8-source load"
@@ -106,36 +106,17 @@ def _gpus() -> int:
     return len(visible_gpus() or [])
 
 
-def _frame_count(clip: Path) -> int:
-    import cv2
-
-    cap = cv2.VideoCapture(str(clip))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n
-
-
 def _looped(clip: Path, loops: int, work: Path) -> Path:
-    if loops <= 1:
-        return clip
-    ffmpeg = shutil.which("ffmpeg")
-    out = clip.with_name(f"{clip.stem}_x{loops}{clip.suffix}")
-    if out.exists():
-        return out
-    if ffmpeg is None:
-        print(f"  no ffmpeg here: playing {clip.name} once per source (make {out.name} elsewhere: "
-              f"ffmpeg -stream_loop {loops - 1} -i {clip.name} -c copy {out.name})", flush=True)
-        return clip
-    tmp = work / out.name
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(clip), "-c",
-                    "copy", str(tmp)], check=True, timeout=300)
+    """The clip ``loops`` times over, beside it (tools/gpu_multi.sh looks for it there) or in ``work`` when
+    that folder is read-only; the clip itself, said so, without ffmpeg."""
+    folder = clip.parent if os.access(clip.parent, os.W_OK) else work
     try:
-        shutil.move(str(tmp), out)
-        return out
-    except OSError:  # a read-only media folder
-        return tmp
+        return mbm.looped_clip(clip, loops, folder)
+    except mbm.MediaError as exc:
+        if shutil.which("ffmpeg") is not None:
+            raise
+        print(f"  {exc}: playing {clip.name} once per source", flush=True)
+        return clip
 
 
 def _streamer(device: str, specs: list[str], out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
@@ -204,11 +185,9 @@ def run(args: argparse.Namespace) -> MultiGpuReport:
     if not args.clip.exists():
         raise SystemExit(f"multigpu: no clip {args.clip} (python tools/make_bench_media.py makes it)")
     machine = Machine.probe(("torch", "pycuda", "PyNvVideoCodec", "cv2"))
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work_dir or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_dir(args.work_dir, "bench-multigpu-") as work:
         clip = _looped(args.clip, args.loops, work)
-        clip_frames = _frame_count(clip)
+        clip_frames = mbm.probe(clip).frames
         files = []
         for i in range(args.sources):  # distinct names: topics and output lines name their source
             link = work / f"src{i}{clip.suffix}"

@@ -26,14 +26,13 @@ import json
 import shlex
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench_common import Machine, Record, Target, cpu_seconds, fmt, ints, names, ratio
+from bench_common import Machine, Record, Target, fmt, ints, names, pick, ratio, work_dir
+from bench_pipeline import read_all
 from bench_pipeline_records import Percentiles, StreamerRun, Window
 from bench_pipeline_streamer import run_streamer
 
@@ -181,7 +180,6 @@ def decode_only(clip: Path, count: int, decoder: str, model: Path, batch: int) -
     sources = [make_source(f"{clip}#decode={decoder}") for _ in range(count)]
     unique_names(sources)
     native = NativeThreads(count).apply() if decoder == "cpu" else None
-    counts = [0] * count
     try:
         for s in sources:
             s.open()
@@ -193,29 +191,14 @@ def decode_only(clip: Path, count: int, decoder: str, model: Path, batch: int) -
             shape = ModelManifest.from_onnx(model).input_hw
             for s in gpu:
                 s.configure_gpu(shape, batch, False, decoders_per_file(len(gpu), decoder_engines()))
-
-        def read(i: int) -> None:
-            n = 0
-            while sources[i].read() is not None:
-                n += 1
-            counts[i] = n
-
-        threads = [threading.Thread(target=read, args=(i,)) for i in range(count)]
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - t0
-        cpu = cpu_seconds() - c0
+        done = read_all(sources, 0, native)
     finally:
         for s in sources:
             s.close()
         if native is not None:
             native.restore()
-    frames = sum(counts)
-    on_gpu = all(getattr(s, "decoder", "cpu") == "nvdec" for s in sources)
-    return DecodeOnly(decoder, count, frames, round(seconds, 4), round(1e3 * cpu / max(frames, 1), 4), on_gpu)
+    on_gpu = all(s.decoder == "nvdec" for s in sources)
+    return DecodeOnly(decoder, count, done.frames, done.seconds, done.cpu_ms_per_frame, on_gpu)
 
 
 def _summary_extra(work: Path, label: str) -> dict[str, Any]:
@@ -294,7 +277,7 @@ def run(args: argparse.Namespace) -> NvdecResult:
     reason = nvdec_reason()
     if reason is not None:
         raise SystemExit(f"bench nvdec: NVDEC is not available here ({reason})")
-    sections = set(names(args.sections))
+    sections = set(pick(args.sections, SECTIONS, "sections"))
     failed: list[str] = []
     result = NvdecResult(machine=Machine.probe(("numpy", "cv2", "torch", "PyNvVideoCodec")),
                          backend=args.backend, batch=args.batch, slots=args.slots)
@@ -302,11 +285,7 @@ def run(args: argparse.Namespace) -> NvdecResult:
                                             for n in ints(args.concurrency)]
     if args.uhd is not None:
         configs.append(("4k-hevc", args.uhd, 1))
-    work_ctx = (contextlib.nullcontext(args.work_dir) if args.work_dir
-                else tempfile.TemporaryDirectory(prefix="streamer-bench-nvdec-"))
-    with work_ctx as work_dir:
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_dir(args.work_dir, "streamer-bench-nvdec-") as work:
         rows = []
         for name, clip, n in configs:
             each = mbm.probe(clip, count=False).frames

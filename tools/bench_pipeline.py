@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from bench_common import Machine, cpu_seconds, ints, names
+from bench_common import Machine, cpu_seconds, ints, names, pick, work_dir
 from bench_loop import drive
 from bench_pipeline_records import (
     DecodeRun,
@@ -161,15 +160,19 @@ def decode_only(cfg: Config, max_frames: int, pipeline_threads: bool = True) -> 
     unique_names(sources)
     native = NativeThreads(len(sources)).apply() if pipeline_threads else None
     try:
-        return _read_all(sources, max_frames, native)
+        for s in sources:
+            s.open()
+        return read_all(sources, max_frames, native)
     finally:
+        for s in sources:
+            s.close()
         if native is not None:
             native.restore()
 
 
-def _read_all(sources: list[FrameSource], max_frames: int, native: NativeThreads | None) -> DecodeRun:
-    for s in sources:
-        s.open()
+def read_all(sources: list[FrameSource], max_frames: int, native: NativeThreads | None) -> DecodeRun:
+    """Every one of the open ``sources`` read to its end (or ``max_frames``) on a thread of its own, timed;
+    ``native``: the OpenCV threading applied meanwhile (None: OpenCV's defaults)."""
     counts = [0] * len(sources)
     ends = [0.0] * len(sources)
 
@@ -191,8 +194,6 @@ def _read_all(sources: list[FrameSource], max_frames: int, native: NativeThreads
         t.join()
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
-    for s in sources:
-        s.close()
     frames = sum(counts)
     return DecodeRun(frames=frames, seconds=round(elapsed, 4),
                      threading="pipeline" if native is not None else "opencv-default",
@@ -284,10 +285,7 @@ def run(args: argparse.Namespace) -> PipelineResult:
 
     from streamer.backends.select import choose
 
-    sections = set(names(args.sections))
-    unknown = sections - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"unknown sections: {', '.join(sorted(unknown))}")
+    sections = set(pick(args.sections, SECTIONS, "sections"))
     backend_name = choose(args.backend).name
     device = _device_of(backend_name)
     gpu = device == "cuda"
@@ -325,11 +323,7 @@ def run(args: argparse.Namespace) -> PipelineResult:
                             cwd=REPO, timeout=args.run_timeout, realtime=realtime, max_frames=max_frames,
                             env=env, window_s=window_s)
 
-    work_ctx = (contextlib.nullcontext(args.work_dir) if args.work_dir
-                else tempfile.TemporaryDirectory(prefix="streamer-bench-pipeline-"))
-    with work_ctx as work_dir:
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_dir(args.work_dir, "streamer-bench-pipeline-") as work:
         if "engine" in sections:
             print("engine-only ...", flush=True)
             try:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,50 @@ from bench_pipeline_records import (
 
 TOOLS = Path(__file__).resolve().parent
 RSS_PERIOD_S = 0.1
+TICK = os.sysconf("SC_CLK_TCK")
 SUMMARY_KEYS = ("frames", "elapsed_s", "fps", "latency_ms", "dropped", "batches", "mean_batch", "backend",
                 "model", "failed_batches")
 
 
-def free_endpoint() -> str:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+        return int(s.getsockname()[1])
+
+
+def free_endpoint() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def stat_cpu(stat: str) -> float:
+    """CPU seconds (user + system) in the text of a ``/proc/<pid>/stat`` (or of a thread's, under task/)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 when it is gone."""
+    try:
+        return stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+    except OSError:
+        return 0.0
+
+
+def wait_child(proc: subprocess.Popen[bytes], deadline: float, tick: Callable[[], None] = lambda: None,
+               period: float = 0.05) -> tuple[int, float] | None:
+    """Wait for ``proc`` until ``deadline`` (``time.monotonic()``), calling ``tick`` every ``period`` s
+    meanwhile: (its exit status, the CPU seconds it used in all); None after the deadline (it is killed)."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            return None
+        tick()
+        time.sleep(period)  # a polling (and sampling) period, not a synchronisation
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -60,8 +96,6 @@ class RssSampler:
     Wall-clock (``time.time()``) because the samples are matched against the subscriber's arrival times,
     which another process stamped."""
 
-    TICK = os.sysconf("SC_CLK_TCK")
-
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.samples: list[tuple[float, int]] = []  # (time.time(), kB)
@@ -80,8 +114,7 @@ class RssSampler:
             if line.startswith("VmRSS:"):
                 self.samples.append((now, int(line.split()[1])))
                 break
-        fields = stat.rsplit(")", 1)[1].split()
-        self.cpu.append((now, (int(fields[11]) + int(fields[12])) / self.TICK))  # utime + stime
+        self.cpu.append((now, stat_cpu(stat)))
         if len(self.cpu) % 10 == 1:
             self._threads()
 
@@ -93,9 +126,7 @@ class RssSampler:
                 stat = (task / "stat").read_text()
             except OSError:  # the thread just ended
                 continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat.rsplit(")", 1)[1].split()
-            rows.append((name, (int(fields[11]) + int(fields[12])) / self.TICK))
+            rows.append((stat[stat.index("(") + 1:stat.rindex(")")], stat_cpu(stat)))
         if rows:
             rows.sort(key=lambda r: -r[1])
             self.thread_cpu = rows
@@ -115,19 +146,11 @@ class RssSampler:
 
 def _wait_child(proc: subprocess.Popen[bytes], sampler: RssSampler, timeout: float) -> int:
     """Wait for ``proc`` sampling its RSS; returns its exit status (124 after a timeout: it is killed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            sampler.cpu_s = usage.ru_utime + usage.ru_stime
-            return proc.returncode
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            return 124
-        sampler.sample()
-        time.sleep(RSS_PERIOD_S)  # a sampling period, not a synchronisation
+    done = wait_child(proc, time.monotonic() + timeout, sampler.sample, RSS_PERIOD_S)
+    if done is None:
+        return 124
+    rc, sampler.cpu_s = done
+    return rc
 
 
 def run_streamer(*, model: Path, backend: str, batch: int, slots: int, threads: int, label: str,

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from bench_common import Machine, Record, Target, fmt, ratio
+from bench_common import Machine, Record, Target, fmt, pick, ratio
 
-REPO = Path(__file__).resolve().parents[1]
 HELP = "the scale-out driver: forwarding msgs/s and added latency vs direct; streamer vs --workers 1"
 SECTIONS = ("forward", "latency", "channel", "pipeline")
 TARGETS = {"forward_vs_direct": 0.5, "added_p99_ms": 5.0}
@@ -122,11 +121,11 @@ class ScaleReport(Record):
 
 # -- processes ---------------------------------------------------------------------------------------------
 def _payload(i: int) -> bytes:
-    from streamer.protocol import Prediction, TopK
+    from streamer.protocol import Prediction, TopK, prediction_json
 
     pred = Prediction(f"cam{i}", 1234, time.time(), (TopK(3, "heart", 0.968), TopK(1, "square", 0.021),
                                                      TopK(7, "star", 0.006)), "shapes_cnn@3f9a0c1b2d4e/torch")
-    return json.dumps({**pred.to_dict(time.time()), "seq": 41}, separators=(",", ":")).encode()
+    return prediction_json(pred, time.time(), seq=41)
 
 
 def _sender(endpoint: str, connect: bool, index: int, count: int, rate: float, bound: Any, ready: Any,
@@ -332,12 +331,9 @@ def _channel_run(path: Path, senders: int, per_sender: int) -> ChannelRun:
 
 
 def pipeline(args: argparse.Namespace) -> list[PipelineRun]:
-    clip = args.clip or REPO / "media" / "vtest.avi"
-    if not clip.exists():
-        from make_bench_media import synthesize_vtest
+    import make_bench_media as mbm
 
-        clip.parent.mkdir(parents=True, exist_ok=True)
-        synthesize_vtest(clip)
+    clip = args.clip or mbm.ensure_media(need=("vtest",))["vtest"]  # the real vtest.avi when it is at hand
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
@@ -364,10 +360,7 @@ def _median(values: list[float]) -> float | None:
 
 
 def run(args: argparse.Namespace) -> ScaleReport:
-    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - set(SECTIONS)
-    if unknown:
-        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    sections = pick(args.sections, SECTIONS, "sections")
     machine = Machine.probe(("zmq", "ray", "onnxruntime"))
     print(f"scale-out bench on {machine.label}: {args.senders} senders", flush=True)
     thr = forward(args) if "forward" in sections else []

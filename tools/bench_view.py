@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from bench_common import Machine, Record, Target, fmt, names, ratio
+import make_bench_media as mbm
+from bench_common import Machine, Record, Target, fmt, pick, ratio, work_dir
+from bench_pipeline_streamer import free_port, process_cpu, wait_child
 
 REPO = Path(__file__).resolve().parents[1]
 HELP = "offline fps with --annotate and with the --preview page watched vs without, side by side"
@@ -135,37 +135,6 @@ class ViewResult(Record):
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def long_clip(clip: Path, repeat: int, work: Path) -> Path:
-    """``clip`` played ``repeat`` times over, as one file (ffmpeg's concat demuxer, stream copy)."""
-    if repeat <= 1:
-        return clip
-    out = work / f"{clip.stem}_x{repeat}{clip.suffix}"
-    if out.is_file():
-        return out
-    listing = work / f"{clip.stem}_x{repeat}.txt"
-    listing.write_text("".join(f"file '{clip.resolve()}'\n" for _ in range(repeat)))
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-c",
-                    "copy", str(out)], check=True, timeout=600)
-    return out
-
-
-def count_frames(path: Path) -> int:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n
-
-
 def wait_http(url: str, deadline: float, proc: subprocess.Popen[bytes]) -> None:
     while True:
         try:
@@ -179,15 +148,6 @@ def wait_http(url: str, deadline: float, proc: subprocess.Popen[bytes]) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer") from None
             time.sleep(0.05)  # polling period
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far; 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(root: int) -> float:
@@ -208,20 +168,6 @@ def tree_cpu(root: int) -> float:
                 tree.add(pid)
                 grew = True
     return sum(process_cpu(pid) for pid in tree)
-
-
-def wait_exit(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, float]:
-    """Wait for ``proc`` (killed at ``deadline``): its exit status and the CPU seconds it used in all."""
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, usage.ru_utime + usage.ru_stime
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise TimeoutError("the streamer did not finish in time")
-        time.sleep(0.05)  # polling period
 
 
 def watchers(url: str) -> int:
@@ -338,7 +284,10 @@ def run_once(variant: str, rnd: int, clip: Path, a: argparse.Namespace, work: Pa
             startup_cpu = process_cpu(proc.pid)  # it waits for the subscriber: what came before is start-up
             browser_cpu = tree_cpu(browser.service.process.pid) if variant == "preview-browser" else 0.0
             counter = Counter(endpoint)  # the run starts reading once this subscriber is in
-            rc, total_cpu = wait_exit(proc, deadline)
+            done = wait_child(proc, deadline)
+            if done is None:
+                raise TimeoutError("the streamer did not finish in time")
+            rc, total_cpu = done
             if variant == "preview-browser":
                 browser_cpu = tree_cpu(browser.service.process.pid) - browser_cpu
         except BaseException:
@@ -357,7 +306,7 @@ def run_once(variant: str, rnd: int, clip: Path, a: argparse.Namespace, work: Pa
     s = json.loads(summary.read_text())
     frames_annotated = 0
     if variant == "annotate":
-        frames_annotated = count_frames(annotated)
+        frames_annotated = mbm.probe(annotated).frames
         annotated.unlink(missing_ok=True)
     jpegs = watcher.jpegs if watcher is not None else 0
     client_cpu = watcher.cpu_s if watcher is not None else browser_cpu
@@ -394,10 +343,7 @@ def targets(result: ViewResult) -> tuple[Target, ...]:
 
 
 def run(a: argparse.Namespace) -> ViewResult:
-    variants = names(a.variants)
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        raise SystemExit(f"unknown variants {', '.join(sorted(unknown))}: use {', '.join(VARIANTS)}")
+    variants = pick(a.variants, VARIANTS, "variants")
     if "plain" not in variants:
         variants.insert(0, "plain")
     skipped: dict[str, str] = {}
@@ -406,19 +352,10 @@ def run(a: argparse.Namespace) -> ViewResult:
         variants.remove("preview-browser")
     machine = Machine.probe(VERSIONS)
     failed: list[str] = []
-    work_ctx = (contextlib.nullcontext(a.work_dir) if a.work_dir
-                else tempfile.TemporaryDirectory(prefix="bench-view-"))
-    with work_ctx as work_dir:
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
-        if a.clip is None:
-            import make_bench_media as mbm
-
-            clip = mbm.ensure_media(a.media_dir, need=("vtest", "1080p"))["1080p"]
-        else:
-            clip = a.clip
-        clip = long_clip(clip, a.repeat, work)
-        frames = count_frames(clip)
+    with work_dir(a.work_dir, "bench-view-") as work:
+        clip = a.clip or mbm.ensure_media(a.media_dir, need=("vtest", "1080p"))["1080p"]
+        clip = mbm.looped_clip(clip, a.repeat, work)
+        frames = mbm.probe(clip).frames
         print(f"{machine.label} ({machine.cpus} cores); {clip.name}: {frames} frames; variants "
               f"{', '.join(variants)}; {a.rounds} rounds" + "".join(f"\n  {v} skipped: {w}"
                                                                     for v, w in skipped.items()), flush=True)

@@ -28,12 +28,13 @@ from quantize import run as quantize
 from streamer.engine.build import DEFAULT, build_engine
 from streamer.engine.identity import BatchProfile
 from streamer.errors import ConfigError, StreamerError
+from streamer.model.variants import PRECISIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("onnx", type=Path, help="exported model (.onnx, .fp16.onnx or .int8.onnx)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default: the ONNX's own; another one uses the sibling ONNX")
     p.add_argument("--min-batch", type=int, default=1)
     p.add_argument("--opt-batch", type=int, default=None, help="default: min(32, --max-batch)")

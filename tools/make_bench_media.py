@@ -11,6 +11,8 @@
   theirs the same way.
 - ``vtest_1080p.mp4``: the same frames scaled to 1920×1080, re-timed to 30 fps (frame for frame, none added or
   dropped), H.264 High (libx264, preset medium, CRF 23, yuv420p). Needs ffmpeg with libx264.
+- ``<clip>_x<N><suffix>`` (written by :func:`looped_clip`, for ``bench.py view --repeat`` and ``multigpu
+  --loops``): the clip N times over as one file, stream-copied.
 - ``<clip>_live.ffconcat`` (written by :func:`live_playlist`): an FFmpeg concat playlist that plays the
   1080p clip over and over. OpenCV's FFmpeg backend opens it like a file, so a long paced live run needs no
   long file (``streamer --realtime --source media/vtest_1080p_live.ffconcat``).
@@ -125,6 +127,30 @@ def make_clip(src: Path, out: Path, *, crf: int = 23, preset: str = "medium") ->
            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
            "-movflags", "+faststart", "-an", str(tmp)]
     done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise MediaError(f"ffmpeg failed making {out.name}: {done.stderr.strip()[-300:]}")
+    tmp.replace(out)
+    return out
+
+
+def looped_clip(clip: Path, times: int, out_dir: Path) -> Path:
+    """``clip`` played ``times`` times over as one file, ``<out_dir>/<stem>_x<times><suffix>`` (ffmpeg
+    ``-stream_loop``, stream copy; kept when it is there already); ``clip`` itself when ``times`` <= 1."""
+    if times <= 1:
+        return clip
+    out = out_dir / f"{clip.stem}_x{times}{clip.suffix}"
+    if out.is_file():
+        return out
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise MediaError(f"ffmpeg is not installed: cannot make {out.name} (make it elsewhere: ffmpeg "
+                         f"-stream_loop {times - 1} -i {clip.name} -c copy {out.name})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp" + out.suffix)
+    cmd = [ffmpeg, "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(clip), "-c", "copy",
+           str(tmp)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"ffmpeg failed making {out.name}: {done.stderr.strip()[-300:]}")

@@ -216,20 +216,19 @@ def measure(path: Path, args: argparse.Namespace, kernel: KernelRunner | None) -
     for out_w, out_h in sizes:
         key = f"{out_w}x{out_h}"
         acc: dict[str, Any] = {}
-        refs = []
+        refs, wants = [], []  # the reference rows and OpenCV's, per frame
         for n, (y, uv, frame) in enumerate(pairs):
             want = np.empty((out_h, out_w, 3), np.uint8)
             resize_into(frame, want)
             ref = nv12_resize(y, uv, out_h, out_w, m)
             refs.append(ref)
+            wants.append(want)
             merge(acc, stats(ref, want), n)
         result["rows"][key] = acc
         if kernel is not None:
             single, batch = kernel.run([(y, uv) for y, uv, _ in pairs], out_h, out_w, m)
             k: dict[str, Any] = {"single_vs_reference": {}, "batch_vs_reference": {}, "single_vs_opencv": {}}
-            for n, (ref, one, many, (_, _, frame)) in enumerate(zip(refs, single, batch, pairs, strict=True)):
-                want = np.empty((out_h, out_w, 3), np.uint8)
-                resize_into(frame, want)
+            for n, (ref, want, one, many) in enumerate(zip(refs, wants, single, batch, strict=True)):
                 merge(k["single_vs_reference"], stats(one, ref), n)
                 merge(k["batch_vs_reference"], stats(many, ref), n)
                 merge(k["single_vs_opencv"], stats(one, want), n)

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     import make_bench_media as mbm
-    from bench_view import BROWSER_FLAGS, chromium, free_port
+    from bench_pipeline_streamer import free_port
+    from bench_view import BROWSER_FLAGS, chromium
 
     vtest = mbm.ensure_media(a.media_dir, need=("vtest",))["vtest"]
     port = free_port()

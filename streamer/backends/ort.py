@@ -17,7 +17,7 @@ from streamer.backends.base import CpuBackend
 from streamer.errors import ModelError
 from streamer.host import usable_cores
 from streamer.model.manifest import ModelManifest
-from streamer.model.variants import precision_from_name, quantize_command, variant_path
+from streamer.model.variants import precision_from_name, quantize_command, sibling_hint, variant_path
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +143,9 @@ def model_for(path: Path, precision: str | None) -> Path:
         return path
     sibling = variant_path(path, precision)
     if not sibling.is_file():
-        if precision == "int8":
-            dataset = ModelManifest.from_onnx(path).dataset
-            hint = f"make it (calibrated, accuracy-gated): {quantize_command(path, dataset)}"
-        else:
-            hint = f"export it with tools/export_onnx.py {variant_path(path, 'fp32').with_suffix('.pth')}"
+        dataset = ModelManifest.from_onnx(path).dataset if precision == "int8" else "shapes"
         raise ModelError(f"--precision {precision}: {sibling.name} is not beside {path.name}",
-                         f"{hint}, or drop --precision")
+                         f"{sibling_hint(path, precision, dataset)}, or drop --precision")
     return sibling
 
 

@@ -15,7 +15,7 @@ from streamer.engine.steps import BuildPlan, CreateConfig, NetworkFromOnnx, Save
 from streamer.errors import BackendUnavailableError, ModelError
 from streamer.model.manifest import ModelManifest, manifest_path_for, sha256_file
 from streamer.model.qdq import is_qdq
-from streamer.model.variants import PRECISIONS, quantize_command, stem_of, variant_path
+from streamer.model.variants import PRECISIONS, sibling_hint, stem_of, variant_path
 
 log = logging.getLogger(__name__)
 DEFAULT = "default"  # timing_cache sentinel: <out_dir>/<backend><version>.timing.cache for TensorRT
@@ -47,18 +47,6 @@ def onnx_precision(path: Path) -> tuple[str, ModelManifest | None]:
     return ("fp16" if halves else "fp32"), None
 
 
-def sibling_for(path: Path, precision: str) -> Path:
-    return variant_path(path, precision)
-
-
-def missing_sibling_hint(path: Path, precision: str, manifest: ModelManifest | None = None) -> str:
-    """How to make the ``precision`` sibling of ``path``."""
-    if precision == "int8":
-        dataset = manifest.dataset if manifest else "shapes"
-        return f"quantize it (calibrated, accuracy-gated): {quantize_command(path, dataset)}"
-    return f"export it with tools/export_onnx.py (it writes {sibling_for(path, 'fp16').name})"
-
-
 def resolve_onnx(path: str | Path, precision: str | None) -> tuple[Path, str, ModelManifest | None]:
     """The ONNX to build ``precision`` from: ``path`` itself, or its fp32/fp16/int8 sibling (networks are
     strongly typed)."""
@@ -68,7 +56,7 @@ def resolve_onnx(path: str | Path, precision: str | None) -> tuple[Path, str, Mo
     actual, manifest = onnx_precision(path)
     if precision is None or precision == actual:
         return path, actual, manifest
-    sibling = sibling_for(path, precision)
+    sibling = variant_path(path, precision)
     if sibling.is_file():
         sib_precision, sib_manifest = onnx_precision(sibling)
         if sib_precision == precision:
@@ -77,7 +65,7 @@ def resolve_onnx(path: str | Path, precision: str | None) -> tuple[Path, str, Mo
     raise ModelError(
         f"{path} is an {actual} model and networks are strongly typed, so an {precision} plan needs an "
         f"{precision} ONNX ({sibling.name} not found)",
-        f"{missing_sibling_hint(path, precision, manifest)}, or drop --precision",
+        f"{sibling_hint(path, precision, manifest.dataset if manifest else 'shapes')}, or drop --precision",
     )
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from streamer.errors import EngineMismatchError, ModelError
 from streamer.files import write_atomic
+from streamer.model.variants import PRECISIONS  # int8: built from a QDQ ONNX (explicit quantization)
 
 FORMAT = "streamer.plan"
 VERSION = 1
 BACKENDS = ("tensorrt", "tensorrt-rtx")
-PRECISIONS = ("fp32", "fp16", "int8")  # int8: built from a QDQ ONNX (explicit quantization)
 _SHORT = {"tensorrt": "trt", "tensorrt-rtx": "rtx"}
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamer import cuda_env
-from streamer.engine.build import build_engine, onnx_precision, resolve_onnx, sibling_for
+from streamer.engine.build import build_engine, onnx_precision, resolve_onnx
 from streamer.engine.flavour import import_flavour, rtx_compute_capabilities, runs_on
 from streamer.engine.identity import BatchProfile, Machine, PlanIdentity, normalise_cc
 from streamer.errors import EngineMismatchError, ModelError
@@ -85,7 +85,7 @@ def _default_precision(onnx: Path) -> str:
     """An fp32 model: fp16 when there is an fp16 graph to build it from (the product's fast path), else fp32.
     An fp16 or int8 model: its own precision (the user picked that file)."""
     own, _ = onnx_precision(onnx)
-    return "fp16" if own == "fp32" and sibling_for(onnx, "fp16").is_file() else own
+    return "fp16" if own == "fp32" and variant_path(onnx, "fp16").is_file() else own
 
 
 def _plan_problems(plan: Path, identity: PlanIdentity, machine: Machine, onnx: Path | None,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +27,12 @@ import cv2
 import numpy as np
 
 from streamer.errors import DatasetError
+from streamer.files import IMAGE_EXTENSIONS, natural_key
 from streamer.host import usable_cores
 from streamer.preprocess import resize_into, to_bgr8
 
 log = logging.getLogger(__name__)
 
-# the same as streamer.sources.images (a test keeps them equal; sources sit above the model side)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SHAPES_SPLITS = ("train", "val", "test")
 SOURCES_HINT = ("give shapes[:train|val|test], demo, a video file, a folder or glob of images "
                 "(labels: one subfolder per class)")
@@ -166,10 +164,6 @@ def _video_truth(truth: Path, frames: np.ndarray, labels: tuple[str, ...], purpo
 
 
 # -- still images ------------------------------------------------------------------------------------------
-def _natural_key(path: Path) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
-
-
 def _image_files(spec: str) -> tuple[list[Path], Path | None]:
     """(image files, the labelled root when the folder has one subfolder per class)."""
     p = Path(spec).expanduser()
@@ -179,11 +173,11 @@ def _image_files(spec: str) -> tuple[list[Path], Path | None]:
         loose = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
         nested = [f for f in p.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
         if nested and not loose:
-            return sorted(nested, key=_natural_key), p
-        return sorted(loose, key=_natural_key), None
+            return sorted(nested, key=natural_key), p
+        return sorted(loose, key=natural_key), None
     found = [Path(f) for f in glob.glob(str(p), recursive=True)]
     return sorted((f for f in found if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=_natural_key), None
+                  key=natural_key), None
 
 
 def _images(spec: str, input_hw: tuple[int, int], labels: tuple[str, ...], limit: int | None,

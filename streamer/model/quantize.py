@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from streamer.errors import ModelError
+from streamer.files import write_atomic
 from streamer.model.calibration import Samples, load_samples
 from streamer.model.manifest import METADATA_KEY, ModelManifest, manifest_path_for, sha256_file
 from streamer.model.qdq import INT8_KERNELS, is_qdq, onnxruntime_form, onnxruntime_kernels
@@ -178,12 +179,12 @@ def quantize_qdq(source: Path, out: Path, samples: Samples, input_name: str) -> 
 
 
 def cpu_session(model: Any, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session of ``model`` (a path, or a ModelProto put in :func:`onnxruntime_form`
-    when it is int8), as the onnxruntime backend opens it."""
+    """An ONNX Runtime CPU session of ``model`` (a path; a ModelProto, put in :func:`onnxruntime_form` when it
+    is int8; or the bytes of a model already in that form), as the onnxruntime backend opens it."""
     import onnx
     import onnxruntime as ort
 
-    if not isinstance(model, (str, Path)):
+    if not isinstance(model, (str, Path, bytes)):
         model = onnx.ModelProto.FromString(model.SerializeToString())
         if is_qdq(model):
             onnxruntime_form(model)
@@ -256,13 +257,15 @@ def quantize_model(onnx_path: str | Path, calib: str, *, eval_source: str | None
                                default_split="train", purpose="calibration")
     held_out = load_samples(evaluation, manifest.input_hw, manifest.labels, limit=eval_samples,
                             default_split="val", purpose="evaluation")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    scratch = target.with_name(f".{target.stem}.{os.getpid()}.quantized.tmp")  # the quantizer's output
     json_path = manifest_path_for(target)
-    json_tmp = json_path.with_name(f".{json_path.name}.{os.getpid()}.tmp")
     try:
-        quantize_qdq(source, tmp, calibration, manifest.input_name)
-        model = onnx.load(str(tmp))
-        gate = run_gate(source, model, held_out, max_drop, manifest.input_name)
+        quantize_qdq(source, scratch, calibration, manifest.input_name)
+        model = onnx.load(str(scratch))
+        cpu = onnx.ModelProto.FromString(model.SerializeToString())  # as ONNX Runtime's backend runs it
+        onnxruntime_form(cpu)
+        cpu_bytes = cpu.SerializeToString()  # once: the gate's session and the kernel count
+        gate = run_gate(source, cpu_bytes, held_out, max_drop, manifest.input_name)
         if not gate.passed:
             raise AccuracyGateError(
                 f"{target.name} not written: int8 top-1 {gate.int8_top1:.2%} vs fp32 {gate.fp32_top1:.2%} "
@@ -270,9 +273,7 @@ def quantize_model(onnx_path: str | Path, calib: str, *, eval_source: str | None
                 f"--max-drop {max_drop:g}; calibrated on {calibration.source})",
                 "calibrate on images like the ones the model will see (--calib), "
                 "or allow more with --max-drop")
-        cpu = onnx.ModelProto.FromString(model.SerializeToString())
-        onnxruntime_form(cpu)
-        kernels = {op: n for op, n in sorted(onnxruntime_kernels(cpu).items()) if op in INT8_KERNELS}
+        kernels = {op: n for op, n in sorted(onnxruntime_kernels(cpu_bytes).items()) if op in INT8_KERNELS}
         if not kernels:
             log.warning("%s: ONNX Runtime fuses no int8 kernel for this graph; it will not run faster",
                         target.name)
@@ -284,13 +285,10 @@ def quantize_model(onnx_path: str | Path, calib: str, *, eval_source: str | None
         manifest8 = ModelManifest.from_dict({**asdict(manifest), "precision": "int8", "extra": extra})
         _set_manifest(model, manifest8)
         onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
-        json_tmp.write_text(manifest8.to_json() + "\n")
-        os.replace(tmp, target)
-        os.replace(json_tmp, json_path)
+        write_atomic(target, model.SerializeToString())
+        write_atomic(json_path, (manifest8.to_json() + "\n").encode())
     finally:
-        tmp.unlink(missing_ok=True)
-        json_tmp.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
     return QuantizeResult(target, json_path, source, calibration.source, len(calibration), gate, kernels,
                           round(time.monotonic() - t0, 2))
 

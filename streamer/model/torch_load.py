@@ -19,6 +19,7 @@ from torch import nn
 from streamer.errors import ModelError
 from streamer.model.checkpoint import checkpoint_for, load_checkpoint
 from streamer.model.manifest import ModelManifest, manifest_path_for
+from streamer.model.variants import module_stem
 from streamer.model.wrap import PipelineModel
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,6 @@ def set_eval(model: nn.Module) -> None:
     """eval() without calling it: a ``torch.export`` module refuses train()/eval() (it is already eval)."""
     for m in model.modules():
         m.training = False
-
-
-def module_stem(path: Path) -> Path:
-    """``engines/shapes_cnn.fp16.onnx`` (or ``.pt2``, ``.pth``, ``.json``) → ``engines/shapes_cnn``."""
-    name = path.name
-    for suffix in (".onnx", ".pt2", ".pth", ".json"):
-        name = name.removesuffix(suffix)
-    return path.with_name(name.removesuffix(".fp16"))
 
 
 def read_manifest(path: Path) -> ModelManifest:
@@ -143,10 +136,7 @@ def load_torch_model(model_path: str | Path, precision: str = "fp16", source: st
     if source == "fast":
         if manifest.arch:
             try:
-                model = load_pth(model_path, manifest, precision)
-                _smoke(model, manifest, False, device)
-                origin = f"{module_stem(model_path).name}.pth + arch {manifest.arch!r}"
-                return LoadedModel(model, manifest, origin, False)
+                return _from_pth(model_path, manifest, precision, device)
             except ModelError as exc:
                 log.info("%s; trying the .pt2", exc)
         source = "auto"
@@ -164,10 +154,14 @@ def load_torch_model(model_path: str | Path, precision: str = "fp16", source: st
                                  "re-export it with this torch version, or use the .pth") from exc
             log.warning("%s does not load or run here (%s: %s); rebuilding the net from the .pth",
                         pt2, type(exc).__name__, first)
+    return _from_pth(model_path, manifest, precision, device)
+
+
+def _from_pth(model_path: Path, manifest: ModelManifest, precision: str, device: str) -> LoadedModel:
+    """The net rebuilt from the ``.pth``, tried with one forward on ``device``."""
     model = load_pth(model_path, manifest, precision)
     _smoke(model, manifest, False, device)
-    origin = f"{module_stem(model_path).name}.pth + arch {manifest.arch!r}"
-    return LoadedModel(model, manifest, origin, False)
+    return LoadedModel(model, manifest, f"{module_stem(model_path).name}.pth + arch {manifest.arch!r}", False)
 
 
 def wrap_net(net: nn.Module, manifest: ModelManifest, precision: str = "fp16") -> PipelineModel:

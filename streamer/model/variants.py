@@ -23,6 +23,14 @@ def stem_of(path: str | Path) -> str:
     return name
 
 
+def module_stem(path: Path) -> Path:
+    """``engines/shapes_cnn.fp16.onnx`` (or ``.pt2``, ``.pth``, ``.json``) → ``engines/shapes_cnn``."""
+    name = path.name
+    for suffix in (".onnx", ".pt2", ".pth", ".json"):
+        name = name.removesuffix(suffix)
+    return path.with_name(name.removesuffix(".fp16"))
+
+
 def variant_path(path: str | Path, precision: str) -> Path:
     """The ``precision`` sibling of an exported ONNX (``x.onnx`` + int8 → ``x.int8.onnx``)."""
     if precision not in _INFIX:
@@ -45,3 +53,10 @@ def quantize_command(path: str | Path, dataset: str = "shapes") -> str:
     split and gated on its validation split; other models name their own images)."""
     calib = "--calib shapes" if dataset == "shapes" else "--calib IMAGES_OR_VIDEO --eval LABELLED_FOLDER"
     return f"python tools/quantize.py {variant_path(path, 'fp32')} {calib}"
+
+
+def sibling_hint(path: str | Path, precision: str, dataset: str = "shapes") -> str:
+    """How to make the missing ``precision`` sibling of ``path`` (``dataset``: the model's, for int8)."""
+    if precision == "int8":
+        return f"make it (calibrated, accuracy-gated): {quantize_command(path, dataset)}"
+    return f"export it with tools/export_onnx.py {variant_path(path, 'fp32').with_suffix('.pth')}"

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import glob
 import logging
-import re
 import time
 from pathlib import Path
 
 import cv2
 
 from streamer.errors import SourceError
+from streamer.files import IMAGE_EXTENSIONS, natural_key
 from streamer.preprocess import to_bgr8
 from streamer.sources.base import Frame, FrameSource
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-
-
-def natural_key(path: Path) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(path))]
 
 
 def image_root(spec: str) -> Path:
