@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.devices import parse_device
+from streamer.devices import DECODE_CHOICES, parse_device
 from streamer.errors import ConfigError
 from streamer.model.variants import AUTO, PRECISIONS
 from streamer.paths import resolve_data_path
@@ -32,10 +32,10 @@ PRECISION_CHOICES = (AUTO, *PRECISIONS)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PROGRESS_CHOICES = ("auto", "on", "off")
 ENCODINGS = ("json", "msgpack")
-DECODE_CHOICES = ("auto", "cpu", "nvdec")  # as streamer.sources.nvdec.DECODE_CHOICES
 FAST_START_CHOICES = ("auto", "off")  # streamer.backends.fast_start
 POLICY_CHOICES = ("auto", "latest", "block", "drop-oldest")  # auto: latest for live sources, block for files
 NO_BIND = ("", "none", "off")
+TOKEN_ENV = "STREAMER_HTTP_TOKEN"  # where --http-token (and streamer-ctl --token) comes from when not given
 
 # TOML tables in the order of config/default.toml and of `streamer --help`, with what each holds
 SECTIONS: dict[str, str] = {
@@ -222,7 +222,7 @@ class Settings:
                         note="Off by default: a one-shot run needs no listening port, and two streamers on "
                              "one machine must not collide on one they did not ask for. docs/control.md")
     http_token: str = setting("control", "token", "", "--http-token",
-                              "bearer token that POST/DELETE /sources require ('' = $STREAMER_HTTP_TOKEN); "
+                              f"bearer token that POST/DELETE /sources require ('' = ${TOKEN_ENV}); "
                               "without one they are refused when --http is not a loopback address",
                               metavar="TOKEN")
     preview: bool = setting("control", "preview", False, "--preview",

@@ -16,9 +16,10 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from streamer.config import POLICY_CHOICES, TOKEN_ENV
+
 DEFAULT_URL = "http://127.0.0.1:8090"
 URL_ENV = "STREAMER_URL"
-TOKEN_ENV = "STREAMER_HTTP_TOKEN"
 TIMEOUT_S = 30.0  # an added stream may take its open timeout to answer
 
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="open one more source, as --source would")
     add.add_argument("source", help="what --source takes: webcam<N>, a file, a folder, a URL, demo")
     add.add_argument("--name", help="its id (topics pred.<name>); default: derived from the source")
-    add.add_argument("--policy", choices=("auto", "latest", "block", "drop-oldest"),
+    add.add_argument("--policy", choices=POLICY_CHOICES,
                      help="its backpressure policy (default: as --policy)")
     remove = sub.add_parser("remove", help="stop a source: its buffered frames are published, then its eos")
     remove.add_argument("name")

@@ -140,9 +140,6 @@ class Summary:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
-    def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
-
 
 # Histogram bucket bounds (upper, inclusive: Prometheus' ``le``), in seconds or frames
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -89,11 +89,16 @@ class Prediction:
     def topic(self) -> str:
         return f"{TOPIC_PRED}.{self.source}"
 
+    @property
+    def latency_ms(self) -> float | None:
+        """Capture to publish in milliseconds, unrounded; None without a publish time."""
+        return _latency_ms(self.capture_time, self.publish_time)
+
     def to_dict(self, publish_time: float | None = None) -> dict[str, Any]:
         """The wire payload; ``publish_time`` (if given) stands in for the field, so a publisher stamping the
         send time need not copy (and re-validate) the frozen dataclass per message."""
         publish_time = self.publish_time if publish_time is None else publish_time
-        latency_ms = (publish_time - self.capture_time) * 1e3 if publish_time else None
+        latency_ms = _latency_ms(self.capture_time, publish_time)
         d: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "minor": PROTOCOL_MINOR,
@@ -126,6 +131,11 @@ class Prediction:
             extra={k: v for k, v in d.items() if k not in PRED_FIELDS},
             file=str(d.get("file") or ""),
         )
+
+
+def _latency_ms(capture_time: float, publish_time: float) -> float | None:
+    # prediction_json computes the same inline (its hot path), rounded as to_dict rounds it
+    return (publish_time - capture_time) * 1e3 if publish_time else None
 
 
 def topic_for(kind: str, source: str | None = None) -> str:

@@ -58,10 +58,6 @@ _Builder = Callable[[float], dict[str, Any]]  # publish time -> payload (control
 # Queue items: a list of predictions (a batch's, or one), a (topic, _Builder) pair, or _STOP.
 
 
-def _eos(source: str, frames: int, reason: str, skipped: int, now: float) -> dict[str, Any]:
-    return eos_payload(source, frames, reason, now, skipped)
-
-
 class Publisher:
     """Publishes predictions and control messages on ``bind`` (e.g. ``tcp://127.0.0.1:5555``; ``tcp://HOST:*``
     picks a free port, read it back from ``endpoint``).
@@ -100,8 +96,7 @@ class Publisher:
         self.bound_at: float | None = None  # time.monotonic() when the endpoint was bound
         self._closed = False
         self._lock = threading.Lock()  # guards the counters callers update
-        self._subs_changed = threading.Condition()
-        self._subscriptions = 0
+        self._subscriptions = SubscriptionCount()
         self._sent = 0
         self._dropped_queue = 0
         self._hwm_overflows = 0
@@ -115,13 +110,7 @@ class Publisher:
         """Bind the socket (in the publisher thread). Raises PublishError if the endpoint is in use or bad."""
         if self._thread is not None:
             raise RuntimeError("Publisher.start() called twice")
-        try:
-            check_endpoint(self.bind, bind=not self.connect)
-        except ValueError as e:
-            raise PublishError(f"cannot bind ZeroMQ endpoint {self.bind!r}: {e}",
-                               BAD_ENDPOINT_HINT) from None
-        if not self.connect:
-            check_ipc_free(self.bind)
+        check_bind(self.bind, connect=self.connect)
         self._thread = threading.Thread(target=self._run, name=f"publisher {self.bind}", daemon=True)
         self._thread.start()
         if not self._ready.wait(_START_TIMEOUT_S):
@@ -145,8 +134,7 @@ class Publisher:
             self._closed = True
             return
         self._closed = True
-        with self._subs_changed:
-            self._subs_changed.notify_all()  # wake wait_for_subscribers
+        self._subscriptions.wake()  # wake wait_for_subscribers
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
@@ -188,7 +176,7 @@ class Publisher:
         """A source ended: ``frames`` of its frames were classified, ``skipped`` could not be decoded;
         ``reason`` is end / error / stopped."""
         eos_payload(source, frames, reason, 0.0, skipped)  # validate in the caller's thread
-        build = functools.partial(_eos, source, frames, reason, skipped)
+        build = functools.partial(eos_payload, source, frames, reason, skipped=skipped)  # build(publish time)
         return self._enqueue(topic_for("eos", source), build, _CONTROL_PUT_TIMEOUT_S)
 
     def publish_health(self, source: str, state: str, detail: str = "") -> bool:
@@ -217,7 +205,7 @@ class Publisher:
         with self._lock:
             return {"sent": self._sent, "dropped_queue": self._dropped_queue,
                     "hwm_overflows": self._hwm_overflows, "errors": self._errors,
-                    "queued": self._queue.qsize(), "subscriptions": self._subscriptions}
+                    "queued": self._queue.qsize(), "subscriptions": self._subscriptions.value}
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 10.0,
                              stop: threading.Event | None = None) -> bool:
@@ -230,15 +218,7 @@ class Publisher:
         """
         if self._thread is None:
             raise RuntimeError("Publisher.wait_for_subscribers() before start()")
-        deadline = time.monotonic() + timeout
-        with self._subs_changed:
-            while self._subscriptions < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed or (stop is not None and stop.is_set()):
-                    return False
-                # Sliced so that a ``stop`` set from a signal handler is noticed within 50 ms.
-                self._subs_changed.wait(min(remaining, 0.05) if stop is not None else remaining)
-        return True
+        return self._subscriptions.wait(n, timeout, stop, lambda: self._closed)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far was handed to ZeroMQ; False on timeout."""
@@ -284,17 +264,7 @@ class Publisher:
         ctx = zmq.Context(io_threads=1)
         sock = ctx.socket(zmq.XPUB)
         try:
-            sock.setsockopt(zmq.SNDHWM, self.hwm)
-            sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe reaches us: exact counts
-            sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue -> EAGAIN, so it can be counted
-            if "[" in self.bind:
-                sock.setsockopt(zmq.IPV6, 1)
-            if self.connect:
-                sock.connect(self.bind)
-                self._endpoint = self.bind
-            else:
-                sock.bind(self.bind)
-                self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._endpoint = open_xpub(sock, self.bind, self.hwm, connect=self.connect)
         except zmq.ZMQError as e:
             sock.close(linger=0)
             ctx.term()
@@ -335,16 +305,7 @@ class Publisher:
 
     def _read_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
         while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            msg = sock.recv(zmq.NOBLOCK)
-            if msg[:1] == b"\x01":
-                delta = 1
-            elif msg[:1] == b"\x00":
-                delta = -1
-            else:
-                continue  # not a subscription message (an XSUB peer may send anything)
-            with self._subs_changed:
-                self._subscriptions = max(0, self._subscriptions + delta)
-                self._subs_changed.notify_all()
+            self._subscriptions.read(sock.recv(zmq.NOBLOCK))
 
     def _encode_built(self, build: _Builder, now: float, seq: int) -> bytes:
         d = build(now)
@@ -366,29 +327,114 @@ class Publisher:
             self._warn_once("encode", "cannot encode a %s message (%s); skipped and counted as errors",
                             topic, e)
             return
-        frames = [topic.encode(), payload]
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            # Some subscriber's queue is full. Send lossily so the others still get it: ZeroMQ drops it for
-            # the full one and stops offering it messages until it has room again (so no further EAGAIN).
-            with self._lock:
-                self._hwm_overflows += 1
-            self._warn_once("hwm", "a subscriber of %s is not keeping up (its queue of %d messages is full): "
-                            "it misses messages (counted as hwm_overflows; it sees them as seq gaps); "
-                            "the pipeline is not slowed", self._endpoint, self.hwm)
-            sock.setsockopt(zmq.XPUB_NODROP, 0)
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            finally:
-                sock.setsockopt(zmq.XPUB_NODROP, 1)
+        send_lossy(sock, [topic.encode(), payload], self._overflow)
         self._seq[topic] = seq + 1
         with self._lock:
             self._sent += 1
 
+    def _overflow(self) -> None:
+        with self._lock:
+            self._hwm_overflows += 1
+        self._warn_once("hwm", "a subscriber of %s is not keeping up (its queue of %d messages is full): "
+                        "it misses messages (counted as hwm_overflows; it sees them as seq gaps); "
+                        "the pipeline is not slowed", self._endpoint, self.hwm)
+
 
 BAD_ENDPOINT_HINT = ("give --bind as tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, or tcp://*:5555 for all "
                       "interfaces) or ipc:///path/to/socket")
+
+
+def check_bind(bind: str, *, connect: bool = False) -> None:
+    """PublishError unless ``bind`` is a ZeroMQ endpoint to bind (or, with ``connect``, to connect to) that
+    is free to use (:func:`check_ipc_free`)."""
+    try:
+        check_endpoint(bind, bind=not connect)
+    except ValueError as e:
+        raise PublishError(f"cannot bind ZeroMQ endpoint {bind!r}: {e}", BAD_ENDPOINT_HINT) from None
+    if not connect:
+        check_ipc_free(bind)
+
+
+def open_xpub(sock: zmq.Socket[bytes], endpoint: str, hwm: int, *, connect: bool = False) -> str:
+    """Set up an XPUB socket for lossy, counted publishing and bind it to ``endpoint`` (or connect it there);
+    returns the endpoint, with a wildcard port resolved. Raises zmq.ZMQError (see :func:`bind_error`)."""
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # every subscribe and unsubscribe reaches us: exact counts
+    sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue -> EAGAIN, so it can be counted
+    if "[" in endpoint:
+        sock.setsockopt(zmq.IPV6, 1)
+    if connect:
+        sock.connect(endpoint)
+        return endpoint
+    sock.bind(endpoint)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def send_lossy(sock: zmq.Socket[bytes], frames: Sequence[Any], on_full: Callable[[], None]) -> None:
+    """Send ``frames`` on an XPUB socket set up by :func:`open_xpub`, never blocking.
+
+    When some subscriber's queue is full (EAGAIN), ``on_full()`` is called and the message sent again lossily
+    so the others still get it: ZeroMQ drops it for the full one and stops offering it messages until it has
+    room again (so no further EAGAIN)."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        on_full()
+        sock.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        finally:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+
+
+class SubscriptionCount:
+    """The active subscriptions of an XPUB socket (with ``XPUB_VERBOSER`` every subscribe and unsubscribe
+    reaches it), read by the socket's thread, waited for by any other."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.value = 0
+
+    def read(self, msg: bytes) -> None:
+        """Count ``msg`` when it is a subscription message: ``\x01`` subscribe, ``\x00`` unsubscribe (an XSUB
+        peer may send anything else)."""
+        delta = {b"\x01": 1, b"\x00": -1}.get(msg[:1], 0)
+        if delta:
+            with self._changed:
+                self.value = max(0, self.value + delta)
+                self._changed.notify_all()
+
+    def wake(self) -> None:
+        """Wake every ``wait`` to look at its ``ended`` again (e.g. the socket is closing)."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, n: int, timeout: float, stop: threading.Event | None, ended: Callable[[], bool]) -> bool:
+        """Wait until at least ``n`` subscriptions are active; False on timeout, when ``stop`` is set or when
+        ``ended()`` (checked after each ``wake``)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.value < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or ended() or (stop is not None and stop.is_set()):
+                    return False
+                # Sliced so that a ``stop`` set from a signal handler is noticed within 50 ms.
+                self._changed.wait(min(remaining, 0.05) if stop is not None else remaining)
+        return True
+
+
+def wait_for_subscribers_logged(wait: Callable[[int, float, threading.Event | None], bool], endpoint: str,
+                                n: int, timeout: float, stop: threading.Event | None) -> bool:
+    """``wait`` (a publisher's or forwarder's ``wait_for_subscribers``) for ``n`` subscribers on ``endpoint``,
+    saying so in the log; when they do not come in time that is a warning and the run starts anyway. False
+    only when ``stop`` ended the wait."""
+    log.info("waiting up to %.0f s for %d subscriber(s) on %s", timeout, n, endpoint)
+    if wait(n, timeout, stop):
+        return True
+    if stop is not None and stop.is_set():
+        return False
+    log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway", n, timeout)
+    return True
 
 
 def check_ipc_free(bind: str) -> None:
@@ -439,11 +485,12 @@ def bind_error(bind: str, e: zmq.ZMQError) -> PublishError:
 class JsonlWriter:
     """Lossless sink: one JSON line per prediction, the same object as the wire payload.
 
-    ``publish_ts`` is the time the line was written when the prediction has none. Opened (and a bad path
-    reported) on construction; closed by ``close()`` or the ``with`` block. Each line goes to the file in one
-    write, unbuffered: a line written is in the file even if the process is killed next. A write that fails
-    (a full disk) cuts the file back to its last complete line and raises StreamerError (one line, with how
-    many predictions the file holds): the file always ends with a complete line.
+    ``publish_ts`` is the time the line was encoded when the prediction has none. Opened (and a bad path
+    reported) on construction; closed by ``close()`` or the ``with`` block. Each ``write``/``write_lines``
+    goes to the file in one write, unbuffered: lines written are in the file even if the process is killed
+    next. A write that fails (a full disk) cuts the file back to its last complete line and raises
+    StreamerError (one line, with how many predictions the file holds): the file always ends with a complete
+    line.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -458,11 +505,17 @@ class JsonlWriter:
             raise ConfigError(f"cannot write --output {str(path)!r}: {e.strerror}",
                               "choose a file in an existing, writable directory") from None
 
+    @staticmethod
+    def line(pred: Prediction) -> bytes:
+        """``pred``'s JSON line, newline included (what ``write`` writes)."""
+        return prediction_json(pred, pred.publish_time or time.time()) + b"\n"
+
     def write(self, pred: Prediction) -> None:
-        self.write_lines(prediction_json(pred, pred.publish_time or time.time()) + b"\n")
+        self.write_lines(self.line(pred))
 
     def write_lines(self, line: bytes, count: int = 1) -> None:
-        """``count`` complete JSON lines (each ending in a newline) in one write: all of them, or none."""
+        """``count`` complete JSON lines (each ending in a newline) in one write. When the write fails part
+        way, the complete lines that made it stay (and count), the partial one after them is cut off."""
         with self._lock:
             if self._fd is None:
                 raise RuntimeError(f"JsonlWriter({self.path}) used after close()")
@@ -471,9 +524,12 @@ class JsonlWriter:
                 while done < len(line):
                     done += os.write(self._fd, view[done:])
             except OSError as e:
-                if done:  # part of this line made it: cut it off
+                kept = line.rfind(b"\n", 0, done) + 1  # bytes of the complete lines written
+                if done > kept:  # part of a line made it: cut it off
                     with contextlib.suppress(OSError):
-                        os.ftruncate(self._fd, self._size)
+                        os.ftruncate(self._fd, self._size + kept)
+                self._size += kept
+                self.lines += line.count(b"\n", 0, kept)
                 raise StreamerError(f"cannot write --output {str(self.path)!r}: {e.strerror}; it holds the "
                                     f"first {self.lines} predictions, each on a complete line",
                                     "free disk space or choose another --output") from None

@@ -97,13 +97,10 @@ class PublisherSink(Sink):
                 else:
                     time.sleep(remaining)
             return
-        log.info("waiting up to %.0f s for %d subscriber(s) on %s", self.wait_timeout_s,
-                 self.wait_subscribers, self.publisher.endpoint)
-        if not self.publisher.wait_for_subscribers(self.wait_subscribers, self.wait_timeout_s, stop):
-            if stop is not None and stop.is_set():
-                return
-            log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway",
-                        self.wait_subscribers, self.wait_timeout_s)
+        from streamer.publish import wait_for_subscribers_logged
+
+        wait_for_subscribers_logged(self.publisher.wait_for_subscribers, self.publisher.endpoint,
+                                    self.wait_subscribers, self.wait_timeout_s, stop)
 
     def prediction(self, pred: Prediction) -> None:
         self._pending.append(pred)
@@ -131,12 +128,16 @@ class PublisherSink(Sink):
 
 
 class JsonlSink(Sink):
-    """Every prediction as one JSON line, lossless and in order per source."""
+    """Every prediction as one JSON line, lossless and in order per source. A batch's lines go to the file
+    together on ``flush()`` (one system call per batch, not one per prediction); ``close()`` writes any
+    still held first."""
 
     name = "jsonl"
 
     def __init__(self, writer: JsonlWriter) -> None:
         self.writer = writer
+        self._line = writer.line
+        self._pending: list[bytes] = []  # encoded lines not yet written
 
     @classmethod
     def create(cls, path: str) -> JsonlSink:
@@ -145,10 +146,18 @@ class JsonlSink(Sink):
         return cls(JsonlWriter(path))
 
     def prediction(self, pred: Prediction) -> None:
-        self.writer.write(pred)
+        self._pending.append(self._line(pred))
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.writer.write_lines(b"".join(pending), len(pending))
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.flush()
+        finally:
+            self.writer.close()
 
 
 class Sinks:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
+import resource
+import subprocess
 import sys
 import threading
 import time
 
 import pytest
 import zmq
+from streamer_helpers import REPO
 from zmq_helpers import (
     assert_silent,
     make_prediction,
@@ -413,6 +417,29 @@ def test_jsonl_writer_after_close_raises(tmp_path) -> None:
     w.close()
     with pytest.raises(RuntimeError, match="after close"):
         w.write(make_prediction(0))
+
+
+def test_a_write_cut_short_keeps_and_counts_its_complete_lines(tmp_path) -> None:
+    """Three lines in one write under a size limit that cuts the third: two stay, the third is cut off."""
+    path = tmp_path / "x.jsonl"
+    script = ("import sys\n"
+              "from streamer.errors import StreamerError\n"
+              "from streamer.publish import JsonlWriter\n"
+              "w = JsonlWriter(sys.argv[1])\n"
+              "w.write_lines(b'a\\n')\n"
+              "try:\n"
+              "    w.write_lines(b'bb\\ncc\\ndd\\n', 3)\n"
+              "except StreamerError as e:\n"
+              "    print(w.lines, e)\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (7, 7))  # a\nbb\ncc: the third line cut in the middle
+
+    r = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True,
+                       timeout=60, preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2 cannot write --output") and "it holds the first 2 predictions" in r.stdout
+    assert path.read_bytes() == b"a\nbb\n"
 
 
 def test_wildcard_interface_in_use_is_a_publish_error() -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
-from streamer.config import SETTINGS, Settings
+from streamer.config import SETTINGS, TOKEN_ENV, Settings
 from streamer.control.redact import public_text, public_uri
 from streamer.control.server import Guard, HttpError, HttpServer, Request, Response, parse_address
 from streamer.errors import ConfigError, SourceError
@@ -24,7 +25,6 @@ from streamer.sources import FrameBuffer, FrameSource, SourceState
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "STREAMER_HTTP_TOKEN"
 REMOVE_WAIT_S = 5.0  # DELETE waits this long for the source's eos before answering 202 instead of 200
 ADD_FIELDS = ("source", "name", "policy")
 
@@ -194,36 +194,52 @@ def source_entry(src: FrameSource, buf: FrameBuffer, frames: int, fps: float, en
             "fps": fps, "end": end}
 
 
-def serve(settings: Settings, pipeline: Pipeline) -> HttpServer | None:
-    """Start the control plane of ``settings.http`` on ``pipeline`` (None when it is off). ConfigError when
-    the address is bad or cannot be bound."""
+def serve_endpoints(settings: Settings, endpoints: Callable[[], Endpoints],
+                    extra: Callable[[HttpServer, Endpoints], None] | None = None, *,
+                    listing: str = "/metrics /healthz /readyz /sources") -> HttpServer | None:
+    """Start the control plane of ``settings.http`` with the routes of ``endpoints()`` (made only when it is
+    on), and whatever ``extra(server, endpoints)`` adds, before it starts; None when it is off. ConfigError
+    when the address is bad or cannot be bound. ``listing``: what the start-up log line says it serves."""
     address = parse_address(settings.http, SETTINGS["http"].where)
     if address is None:
         if settings.keep_running and not settings.sources:
             raise ConfigError("--keep-running without a --source needs --http: nothing could add a source",
                               "give --http HOST:PORT, then POST /sources (streamer-ctl add SRC)")
-        if settings.preview:
-            raise ConfigError("--preview needs --http: the page is served by the control plane",
-                              "add --http 127.0.0.1:8090 and open http://127.0.0.1:8090/")
         return None
     host, port = address
     token = settings.http_token or os.environ.get(TOKEN_ENV, "")
     server = HttpServer(host, port, Guard(host, token), where=SETTINGS["http"].where)
-    control = ControlPlane(pipeline)
+    control = endpoints()
     control.add_to(server)
-    if settings.preview:
-        from streamer.control.preview import PreviewPage
-
-        PreviewPage(pipeline, control.entries).add_to(server)
+    if extra is not None:
+        extra(server, control)
     server.start()
-    log.info("control plane on %s (/metrics /healthz /readyz /sources)%s", server.url,
+    log.info("control plane on %s (%s)%s", server.url, listing,
              "; POST/DELETE need the token" if token else "")
     if not server.guard.open_to_changes:
         log.warning("control plane on %s, beyond this machine, without a token: POST/DELETE /sources are "
                     "refused (set --http-token or %s)", host, TOKEN_ENV)
+    return server
+
+
+def serve(settings: Settings, pipeline: Pipeline) -> HttpServer | None:
+    """Start the control plane of ``settings.http`` on ``pipeline`` (None when it is off), with the preview
+    page when ``settings.preview``. ConfigError when the address is bad or cannot be bound."""
+
+    def add_preview(server: HttpServer, control: Endpoints) -> None:
+        from streamer.control.preview import PreviewPage
+
+        PreviewPage(pipeline, control.entries).add_to(server)
+
+    server = serve_endpoints(settings, lambda: ControlPlane(pipeline),
+                             add_preview if settings.preview else None)
     if settings.preview:
+        if server is None:
+            raise ConfigError("--preview needs --http: the page is served by the control plane",
+                              "add --http 127.0.0.1:8090 and open http://127.0.0.1:8090/")
         log.info("preview page on %s/", server.url)
         if not server.guard.loopback:
             log.warning("the preview on %s shows every source's pictures to anyone who can reach it (reads "
-                        "need no token): put an authenticating proxy in front, or bind to 127.0.0.1", host)
+                        "need no token): put an authenticating proxy in front, or bind to 127.0.0.1",
+                        server.host)
     return server

@@ -32,6 +32,7 @@ from email.message import Message
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from streamer.config import NO_BIND, TOKEN_ENV
 from streamer.errors import ConfigError, StreamerError
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class HttpError(StreamerError):
 def parse_address(text: str, where: str = "--http") -> tuple[str, int] | None:
     """``HOST:PORT``, ``[IPv6]:PORT`` or ``PORT`` (on 127.0.0.1) → (host, port); none, off or '' → None."""
     text = text.strip()
-    if text.lower() in ("", "none", "off"):
+    if text.lower() in NO_BIND:
         return None
     host, sep, port_text = text.rpartition(":")
     if not sep:
@@ -192,10 +193,6 @@ class Routes:
         raise HttpError(404, f"no such endpoint: {path}",
                         "see docs/control.md: /metrics, /healthz, /readyz, /sources")
 
-    def __iter__(self) -> Any:
-        with self._lock:
-            return iter(list(self._routes))
-
 
 # -- who may change things -------------------------------------------------------------------------------
 class Guard:
@@ -220,13 +217,13 @@ class Guard:
                                                                      self.token.encode()):
                 raise HttpError(401, f"{request.method} {request.path} needs the control plane's token"
                                      + (" (the one given is wrong)" if auth else ""),
-                                "send Authorization: Bearer <token> (streamer-ctl --token, or "
-                                "STREAMER_HTTP_TOKEN)", {"WWW-Authenticate": 'Bearer realm="streamer"'})
+                                f"send Authorization: Bearer <token> (streamer-ctl --token, or {TOKEN_ENV})",
+                                {"WWW-Authenticate": 'Bearer realm="streamer"'})
             return
         if not self.loopback:
             raise HttpError(401, f"{request.method} {request.path} is refused: the control plane listens on "
                                  f"{self.host}, beyond this machine, and has no token",
-                            "restart with --http-token TOKEN or STREAMER_HTTP_TOKEN set",
+                            f"restart with --http-token TOKEN or {TOKEN_ENV} set",
                             {"WWW-Authenticate": 'Bearer realm="streamer"'})
         host = (request.headers.get("Host") or "").strip()
         name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
@@ -239,11 +236,10 @@ class Guard:
 class HttpServer:
     """The route table served on (host, port) by a ThreadingHTTPServer in a daemon thread."""
 
-    def __init__(self, host: str, port: int, guard: Guard | None = None, routes: Routes | None = None,
-                 where: str = "--http") -> None:
+    def __init__(self, host: str, port: int, guard: Guard | None = None, where: str = "--http") -> None:
         self.host = host
         self.port = port
-        self.routes = routes or Routes()
+        self.routes = Routes()
         self.guard = guard or Guard(host)
         self.where = where
         self._server: http.server.ThreadingHTTPServer | None = None

@@ -12,23 +12,19 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from streamer.config import SETTINGS, Settings
-from streamer.control.api import TOKEN_ENV, Endpoints
+from streamer.config import Settings
+from streamer.control.api import Endpoints, serve_endpoints
 from streamer.control.redact import public_uri
-from streamer.control.server import Guard, HttpServer, Request, Response, parse_address
+from streamer.control.server import HttpServer, Request, Response
 from streamer.errors import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
     from streamer.scale.driver import Driver
-
-log = logging.getLogger(__name__)
 
 DRIVER = "driver"  # the ``worker`` label of the driver's own process metrics
 
@@ -201,23 +197,8 @@ def _merge(families: dict[str, Metric], metrics: list[Metric], worker: str) -> N
 def serve_driver(settings: Settings, driver: Driver) -> HttpServer | None:
     """Start the driver's control plane on ``settings.http`` (None when it is off); bound before the driver
     opens, so that the probes answer while Ray and the workers start."""
-    if getattr(settings, "preview", False):
+    if settings.preview:
         raise ConfigError("--preview shows one pipeline's frames; with --workers each worker runs its own",
                           "leave --preview out with --workers, or preview one streamer without them")
-    address = parse_address(settings.http, SETTINGS["http"].where)
-    if address is None:
-        if settings.keep_running and not settings.sources:
-            raise ConfigError("--keep-running without a --source needs --http: nothing could add a source",
-                              "give --http HOST:PORT, then POST /sources (streamer-ctl add SRC)")
-        return None
-    host, port = address
-    token = settings.http_token or os.environ.get(TOKEN_ENV, "")
-    server = HttpServer(host, port, Guard(host, token), where=SETTINGS["http"].where)
-    DriverControl(driver).add_to(server)
-    server.start()
-    log.info("control plane on %s (/metrics /healthz /readyz /sources of every worker)%s", server.url,
-             "; POST/DELETE need the token" if token else "")
-    if not server.guard.open_to_changes:
-        log.warning("control plane on %s, beyond this machine, without a token: POST/DELETE /sources are "
-                    "refused (set --http-token or %s)", host, TOKEN_ENV)
-    return server
+    return serve_endpoints(settings, lambda: DriverControl(driver),
+                           listing="/metrics /healthz /readyz /sources of every worker")

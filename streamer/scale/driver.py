@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from streamer.config import Settings
@@ -30,14 +29,12 @@ from streamer.errors import ConfigError, SourceError, StreamerError
 from streamer.intake import StopRequested
 from streamer.metrics import SourceSummary, Summary
 from streamer.outputs import JSONL, SUMMARY, check_outputs
-from streamer.publish import JsonlWriter
+from streamer.publish import JsonlWriter, wait_for_subscribers_logged
 from streamer.scale.channel import CLOSE_LINGER_S, Collector
 from streamer.scale.forward import Forwarder
-from streamer.scale.ray_env import connect, ray_module
-from streamer.scale.shard import Assigned, deal, least_loaded, name_sources, unique_name
+from streamer.scale.ray_env import connect, first_line, ray_module
+from streamer.scale.shard import Assigned, deal, default_name, describe, least_loaded, run_names, unique_name
 from streamer.scale.worker import Plan, Worker
-from streamer.sources import make_source
-from streamer.sources.factory import split_options
 
 log = logging.getLogger("streamer.scale")
 
@@ -116,12 +113,13 @@ class Driver:
             if not s.sources and not s.keep_running:
                 raise ConfigError("no source given", "pass --source SRC (several: they are shared out "
                                                      "over the workers)")
-            names = name_sources(s.sources, local_files=not s.ray_address)
+            described = [describe(spec, local_files=not s.ray_address) for spec in s.sources]
+            names = run_names([d.name for d in described])
             workers = deal(len(names), s.workers)
-            self.sources = [Assigned(spec, name, w)
-                            for spec, name, w in zip(s.sources, names, workers, strict=True)]
+            self.sources = [Assigned(spec, name, w, kind=d.kind)
+                            for spec, d, name, w in zip(s.sources, described, names, workers, strict=True)]
             check_outputs({"--output": (s.output, JSONL), "--summary-json": (s.summary_json, SUMMARY)},
-                          _input_files(s.sources))
+                          [path for d in described for path in d.input_files])
             host = s.driver_host or (_node_ip(ray) if s.ray_address else "127.0.0.1")
             if s.publish:
                 self.forwarder = Forwarder(s.bind, host, hwm=s.hwm, encoding=s.encoding).start()
@@ -173,7 +171,7 @@ class Driver:
                 try:
                     slot.where = ray.get(ref)
                 except Exception as exc:  # its process could not start (streamer missing on that node ...)
-                    raise ConfigError(f"worker {slot.index} did not start: {_first_line(exc)}",
+                    raise ConfigError(f"worker {slot.index} did not start: {first_line(exc)}",
                                       "every node needs the same streamer installed (pip install "
                                       "'streamer[ray]', or an image that has it)") from None
                 log.info("worker %d: pid %d on %s (node %s)%s", slot.index, slot.where["pid"],
@@ -202,14 +200,11 @@ class Driver:
             self.open()
         assert self.collector is not None
         s = self.settings
-        if self.forwarder is not None and s.wait_subscribers:
-            log.info("waiting up to %.0f s for %d subscriber(s) on %s", s.wait_timeout_s, s.wait_subscribers,
-                     self.forwarder.endpoint)
-            if not self.forwarder.wait_for_subscribers(s.wait_subscribers, s.wait_timeout_s, self._stop):
-                if self._stop.is_set():
-                    raise StopRequested("stopped before the first frame")
-                log.warning("%d subscriber(s) did not connect within %.0f s; starting anyway",
-                            s.wait_subscribers, s.wait_timeout_s)
+        forwarder = self.forwarder
+        if forwarder is not None and s.wait_subscribers and not wait_for_subscribers_logged(
+                forwarder.wait_for_subscribers, forwarder.endpoint, s.wait_subscribers, s.wait_timeout_s,
+                self._stop):
+            raise StopRequested("stopped before the first frame")
         self._start = time.monotonic()
         self.phase = "running"
         with self._lock:
@@ -319,8 +314,8 @@ class Driver:
                 self._died(slot, exc)
             return
         except Exception as exc:  # a bug in the worker: its sources are given up, the run goes on
-            log.error("worker %d failed: %s", slot.index, _first_line(exc))
-            result = {"error": f"worker {slot.index} failed: {_first_line(exc)}", "bug": True}
+            log.error("worker %d failed: %s", slot.index, first_line(exc))
+            result = {"error": f"worker {slot.index} failed: {first_line(exc)}", "bug": True}
             slot.gave_up = result["error"]
         done = self.collector.wait_done(slot.index, slot.incarnation, CLOSE_LINGER_S)
         if done is None and self.collector.error is None:
@@ -340,7 +335,7 @@ class Driver:
         limit = self.settings.max_restarts
         records, _ = self.collector.snapshot()
         open_sources = [a.name for a in self.sources if a.worker == slot.index and not records[a.name].ended]
-        log.warning("worker %d (pid %s) died: %s", slot.index, slot.where.get("pid", "?"), _first_line(exc))
+        log.warning("worker %d (pid %s) died: %s", slot.index, slot.where.get("pid", "?"), first_line(exc))
         for name in open_sources:
             self._health(name, "down", f"worker {slot.index} lost; restarting it")
         if self._stopping:
@@ -369,7 +364,7 @@ class Driver:
             except ray.exceptions.ActorUnavailableError:
                 self._stop.wait(RESTART_POLL_S)
             except Exception as exc:  # ActorDiedError: Ray will not restart it
-                why = _first_line(exc)
+                why = first_line(exc)
                 break
         with self._lock:
             slot.restarting = False
@@ -424,7 +419,7 @@ class Driver:
             if name is not None and name in taken:
                 raise SourceNameTaken(f"a source named {name!r} is already in this run",
                                       "choose another name (GET /sources lists the names in use)")
-            chosen = name or unique_name(_spec_name(spec), taken)
+            chosen = name or unique_name(default_name(spec, local_files=False), taken)
             records, _ = self.collector.snapshot()
             loads = [sum(1 for a in self.sources if a.worker == slot.index and not records[a.name].ended)
                      if slot.state in LIVE else 1 << 30 for slot in self.slots]
@@ -495,7 +490,7 @@ class Driver:
         try:
             return ray.get(ref, timeout=timeout)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-            raise IntakeClosed(f"the worker did not answer ({_first_line(exc)})",
+            raise IntakeClosed(f"the worker did not answer ({first_line(exc)})",
                                "retry in a moment") from None
 
     # -- stats and summary --------------------------------------------------------------------------------
@@ -546,8 +541,8 @@ class Driver:
             batched += summary["batches"] * summary["mean_batch"]
             failed_batches += summary["failed_batches"]
             accuracy = accuracy or summary.get("accuracy")
-        per = tuple(SourceSummary(a.name, kinds.get(a.name, _spec_kind(a.spec)), records[a.name].frames,
-                                  dropped.get(a.name, 0),
+        per = tuple(SourceSummary(a.name, kinds[a.name] if a.name in kinds else _kind(a),
+                                  records[a.name].frames, dropped.get(a.name, 0),
                                   (records[a.name].end or {}).get("reason", ""), skipped.get(a.name, 0))
                     for a in self.sources if a.name in records)
         frames = sum(p.frames for p in per)
@@ -615,30 +610,13 @@ def _node_ip(ray: Any) -> str:
     return str(ray.util.get_node_ip_address())
 
 
-def _input_files(specs: tuple[str, ...]) -> list[Path]:
-    files: list[Path] = []
-    for spec in specs:
-        try:
-            files += make_source(split_options(spec)[0], decode="cpu").input_files()
-        except SourceError:  # named from its text (it lives on the workers' machines)
-            continue
-    return files
-
-
-def _spec_name(spec: str) -> str:
-    from streamer.scale.shard import default_name
-
-    return default_name(spec, local_files=False)
-
-
-def _spec_kind(spec: str) -> str:
+def _kind(assigned: Assigned) -> str:
+    """The kind of ``assigned``'s source, as found when it was named (a source added by name: from its spec
+    now)."""
+    if assigned.kind is not None:
+        return assigned.kind
     try:
-        return make_source(split_options(spec)[0], decode="cpu").kind
+        return describe(assigned.spec, local_files=False).kind
     except SourceError:
         return "source"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 

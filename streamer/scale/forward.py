@@ -23,16 +23,8 @@ from typing import Any
 import zmq
 
 from streamer.errors import PublishError
-from streamer.protocol import (
-    TOPIC_STATS,
-    check_endpoint,
-    encoder,
-    eos_payload,
-    health_payload,
-    stats_payload,
-    topic_for,
-)
-from streamer.publish import BAD_ENDPOINT_HINT, bind_error, check_ipc_free
+from streamer.protocol import TOPIC_STATS, encoder, eos_payload, health_payload, stats_payload, topic_for
+from streamer.publish import SubscriptionCount, bind_error, check_bind, open_xpub, send_lossy
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +53,7 @@ class Forwarder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._lock = threading.Lock()
-        self._subs_changed = threading.Condition(self._lock)
-        self._subscriptions = 0
+        self._subscriptions = SubscriptionCount()
         self._forwarded = 0
         self._sent = 0  # the driver's own messages
         self._hwm_overflows = 0
@@ -71,12 +62,7 @@ class Forwarder:
 
     # -- life cycle -----------------------------------------------------------------------------------------
     def start(self) -> Forwarder:
-        try:
-            check_endpoint(self.bind, bind=True)
-        except ValueError as e:
-            raise PublishError(f"cannot bind ZeroMQ endpoint {self.bind!r}: {e}",
-                               BAD_ENDPOINT_HINT) from None
-        check_ipc_free(self.bind)
+        check_bind(self.bind)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
             raise PublishError(f"the forwarder on {self.bind} did not start within {START_TIMEOUT_S:.0f} s",
@@ -93,8 +79,7 @@ class Forwarder:
     def close(self, timeout: float = 5.0) -> None:
         """Forward what has arrived (up to ``timeout``), then close."""
         self._stop.set()
-        with self._subs_changed:
-            self._subs_changed.notify_all()
+        self._subscriptions.wake()
         if self._thread.is_alive():
             self._thread.join(timeout)
         with self._inject_lock:
@@ -104,19 +89,11 @@ class Forwarder:
     # -- the driver's side ----------------------------------------------------------------------------------
     @property
     def subscriptions(self) -> int:
-        with self._lock:
-            return self._subscriptions
+        return self._subscriptions.value
 
     def wait_for_subscribers(self, n: int, timeout: float, stop: threading.Event | None = None) -> bool:
         """As :meth:`streamer.publish.Publisher.wait_for_subscribers`, on the driver's endpoint."""
-        deadline = time.monotonic() + timeout
-        with self._subs_changed:
-            while self._subscriptions < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set() or (stop is not None and stop.is_set()):
-                    return False
-                self._subs_changed.wait(min(remaining, 0.05))
-        return True
+        return self._subscriptions.wait(n, timeout, stop, self._stop.is_set)
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
         snapshot = dict(stats)
@@ -135,7 +112,7 @@ class Forwarder:
         queue was full (it misses that message); subscriptions: active now."""
         with self._lock:
             return {"forwarded": self._forwarded, "sent": self._sent, "hwm_overflows": self._hwm_overflows,
-                    "subscriptions": self._subscriptions}
+                    "subscriptions": self._subscriptions.value}
 
     def _send_own(self, topic: str, build: Any) -> None:
         with self._inject_lock:  # any driver thread; also orders seq with the sends
@@ -153,13 +130,7 @@ class Forwarder:
         own = self._ctx.socket(zmq.PULL)
         sockets = (xpub, xsub, own)
         try:
-            xpub.setsockopt(zmq.SNDHWM, self.hwm)
-            xpub.setsockopt(zmq.XPUB_VERBOSER, 1)  # every (un)subscribe reaches us, to count and pass on
-            xpub.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue → EAGAIN: counted
-            if "[" in self.bind:
-                xpub.setsockopt(zmq.IPV6, 1)
-            xpub.bind(self.bind)
-            self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.endpoint = open_xpub(xpub, self.bind, self.hwm)  # every (un)subscribe: counted, passed on
             xsub.setsockopt(zmq.RCVHWM, self.hwm)  # a forwarder behind: the workers' publishers drop, counted
             if ":" in self.host:
                 xsub.setsockopt(zmq.IPV6, 1)
@@ -202,11 +173,7 @@ class Forwarder:
                 msg = xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            delta = {b"\x01": 1, b"\x00": -1}.get(msg[:1], 0)
-            if delta:
-                with self._subs_changed:
-                    self._subscriptions = max(0, self._subscriptions + delta)
-                    self._subs_changed.notify_all()
+            self._subscriptions.read(msg)
             xsub.send(msg)
 
     def _move(self, src: zmq.Socket[bytes], xpub: zmq.Socket[bytes], *, forwarded: bool) -> int:
@@ -216,15 +183,7 @@ class Forwarder:
                 frames = src.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            try:
-                xpub.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                self._overflow()
-                xpub.setsockopt(zmq.XPUB_NODROP, 0)  # lossy for the full one, the others still get it
-                try:
-                    xpub.send_multipart(frames, zmq.NOBLOCK)
-                finally:
-                    xpub.setsockopt(zmq.XPUB_NODROP, 1)
+            send_lossy(xpub, frames, self._overflow)  # lossy for a full subscriber, the others still get it
             n += 1
         with self._lock:
             if forwarded:

@@ -57,12 +57,12 @@ def _connect(ray: Any, address: str, workers: int, log_level: str) -> None:
             return
         ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False, **quiet)
     except ConnectionError as exc:
-        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster there ({_first_line(exc)})",
+        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster there ({first_line(exc)})",
                           "give the head's HOST:PORT (ray status prints it), auto on a cluster node, or "
                           "leave --ray out for a local Ray") from None
     except Exception as exc:  # Ray raises RuntimeError/ValueError for bad addresses and failed start-ups
         where = f"--ray {address}" if address else "starting a local Ray"
-        raise ConfigError(f"{where}: {type(exc).__name__}: {_first_line(exc)}",
+        raise ConfigError(f"{where}: {type(exc).__name__}: {first_line(exc)}",
                           "ray status shows the cluster; leave --ray out for a local Ray") from None
     log.info("Ray: started a local instance (%s)", _resources(ray))
 
@@ -73,6 +73,7 @@ def _resources(ray: Any) -> str:
     return f"{nodes} node{'s' if nodes != 1 else ''}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """``exc``'s message up to its first line break (its type's name when it has none): one-line errors."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -15,20 +15,23 @@ from pathlib import Path
 
 from streamer.errors import SourceError
 from streamer.sources import make_source
-from streamer.sources.factory import slug, split_options
+from streamer.sources.factory import slug, split_options, unique_name
 
-__all__ = ["Assigned", "deal", "default_name", "least_loaded", "name_sources", "unique_name"]
+__all__ = ["Assigned", "Described", "deal", "default_name", "describe", "least_loaded", "name_sources",
+           "run_names", "unique_name"]
 
 
 @dataclass(frozen=True)
 class Assigned:
     """One source of a scale-out run: what ``--source`` (or ``POST /sources``) said, its name in the run,
-    the policy it was added with (None: the spec's suffix or ``--policy``), and the worker running it."""
+    the policy it was added with (None: the spec's suffix or ``--policy``), the worker running it, and the
+    kind of source the spec makes here (None: not looked at)."""
 
     spec: str
     name: str
     worker: int
     policy: str | None = None
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         if not self.spec.strip() or not self.name:
@@ -51,34 +54,48 @@ def least_loaded(loads: Sequence[int]) -> int:
     return min(range(len(loads)), key=lambda i: (loads[i], i))
 
 
-def default_name(spec: str, local_files: bool = True) -> str:
-    """The name a pipeline would give ``spec`` (``clip`` for ``videos/clip.mp4``, ``cam1-live`` for a URL).
+@dataclass(frozen=True)
+class Described:
+    """What a pipeline would make of one ``--source`` value, found here by building its source once (not
+    opened): its default name, its kind and the files it reads on this machine."""
+
+    name: str
+    kind: str = "source"  # a path missing here: not known until its worker opens it
+    input_files: tuple[Path, ...] = ()
+
+
+def describe(spec: str, local_files: bool = True) -> Described:
+    """``spec``'s name as a pipeline would give it (``clip`` for ``videos/clip.mp4``, ``cam1-live`` for a
+    URL), its kind and its input files.
 
     ``local_files``: paths must exist here (a one-line SourceError otherwise, before any worker starts);
     False (the workers run on other machines, which may hold files this one lacks): a path missing here is
-    named from its text."""
+    named from its text (kind ``source``, no input files)."""
     bare = split_options(spec)[0]  # #policy= / #decode= are the worker's business (it may have NVDEC)
     try:
-        return make_source(bare, decode="cpu").name
+        source = make_source(bare, decode="cpu")
     except SourceError:
         if local_files or "://" in bare:
             raise
         path = Path(bare)
-        return slug(path.stem if path.suffix else path.name)
+        return Described(slug(path.stem if path.suffix else path.name))
+    return Described(source.name, source.kind, tuple(source.input_files()))
 
 
-def unique_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base-2``, ``base-3`` ... : the first not in ``taken`` (as one pipeline names them)."""
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    return name
+def default_name(spec: str, local_files: bool = True) -> str:
+    """The name a pipeline would give ``spec`` (:func:`describe`)."""
+    return describe(spec, local_files).name
+
+
+def run_names(bases: Sequence[str]) -> list[str]:
+    """``bases`` (default names) made unique over the whole run, in order (``clip``, ``clip-2`` ...), as one
+    pipeline names its sources."""
+    names: list[str] = []
+    for base in bases:
+        names.append(unique_name(base, set(names)))
+    return names
 
 
 def name_sources(specs: Sequence[str], local_files: bool = True) -> list[str]:
     """Unique names for ``specs`` over the whole run, in order (``clip``, ``clip-2`` ...)."""
-    names: list[str] = []
-    for spec in specs:
-        names.append(unique_name(default_name(spec, local_files), set(names)))
-    return names
+    return run_names([default_name(spec, local_files) for spec in specs])

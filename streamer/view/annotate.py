@@ -316,8 +316,7 @@ class SourceVideo:
         elif frame is image and self.copy_frames:
             frame = image.copy()
         fps = self._fps(pred.publish_time)
-        latency_ms = (pred.publish_time - pred.capture_time) * 1e3 if pred.publish_time else None
-        draw.draw(frame, pred, fps, latency_ms)
+        draw.draw(frame, pred, fps, pred.latency_ms)
         assert self._writer is not None
         self._writer.write(frame)
         self.frames += 1

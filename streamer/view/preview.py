@@ -37,8 +37,8 @@ class Still:
 
     @property
     def latency_ms(self) -> float | None:
-        p = self.pred
-        return round((p.publish_time - p.capture_time) * 1e3, 2) if p.publish_time else None
+        latency = self.pred.latency_ms
+        return None if latency is None else round(latency, 2)
 
 
 class _Newest:
@@ -98,10 +98,6 @@ class PreviewHub:
             yield self
         finally:
             self.tap.unwatch()
-
-    def sources(self) -> list[str]:
-        with self._cond:
-            return list(self._newest)
 
     def newer(self, seen: dict[str, int], only: str | None = None) -> list[str]:
         """Sources (``only`` that one) whose newest frame is not the one ``seen`` (source → seq) says a client

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamer.errors import SourceError
-from streamer.scale.shard import deal, least_loaded, name_sources
+from streamer.scale.shard import Described, deal, describe, least_loaded, name_sources
 
 
 def test_sources_are_dealt_out_in_order() -> None:
@@ -40,3 +40,12 @@ def test_a_missing_file_is_a_one_line_error_unless_it_lives_on_the_workers(tmp_p
     with pytest.raises(SourceError, match="no such file"):
         name_sources([missing])
     assert name_sources([missing, missing + "#decode=nvdec"], local_files=False) == ["clip", "clip-2"]
+
+
+def test_a_spec_is_described_once_with_its_name_kind_and_files(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    assert describe(str(clip) + "#policy=latest") == Described("clip", "file", (clip,))
+    assert describe("rtsp://user:pw@cam1:554/live") == Described("cam1-live", "stream", ())
+    missing = str(tmp_path / "nowhere" / "clip.mp4")
+    assert describe(missing, local_files=False) == Described("clip", "source", ())
