@@ -22,6 +22,7 @@ from streamer.errors import ConfigError
 VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver has, readable without CUDA
 DEVICE_HINT = "give auto, cpu, cuda or cuda:N (N: a GPU index, as nvidia-smi numbers them)"
+DECODE_CHOICES = ("auto", "cpu", "nvdec")  # --decode: where a source's video is decoded (streamer.sources)
 _CUDA = re.compile(r"cuda(?::(\d+))?")
 
 
@@ -93,7 +94,8 @@ def _nvml_count() -> int | None:
 
 
 def cuda_started() -> bool:
-    """Whether CUDA has started in this process (a later CUDA_VISIBLE_DEVICES change would be ignored)."""
+    """Whether CUDA has started in this process (a later CUDA_VISIBLE_DEVICES change would be ignored). The
+    driver probe is cached once it ran, and every pycuda context (streamer.gpu.context) runs it first."""
     from streamer.cuda_env import probe_cuda
 
     if probe_cuda.cache_info().currsize:
@@ -101,12 +103,7 @@ def cuda_started() -> bool:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return True
-    return "pycuda.autoinit" in sys.modules or _pycuda_contexts()
-
-
-def _pycuda_contexts() -> bool:
-    context = sys.modules.get("streamer.gpu.context")
-    return bool(context is not None and context.PrimaryContext._instances)
+    return "pycuda.autoinit" in sys.modules
 
 
 def use_device(device: Device, where: str = "--device") -> str | None:

@@ -21,6 +21,13 @@ class StreamerError(Exception):
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
 
+def first_line(exc: BaseException) -> str:
+    """A foreign exception as one line for one of ours: ``Type: message`` (whitespace collapsed, the message
+    cut at 200 characters)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
 class ConfigError(StreamerError):
     """Bad command-line option or config file value."""
 

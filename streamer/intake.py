@@ -23,7 +23,7 @@ from streamer.errors import ConfigError, SourceError, StreamerError
 from streamer.preprocess import NativeThreads
 from streamer.sources import FrameBuffer, FrameSource, Policy, SourceReader, make_source, unique_names
 from streamer.sources.base import StateListener
-from streamer.sources.factory import slug, split_policy
+from streamer.sources.factory import slug, split_policy, unique_name
 from streamer.sources.live import LiveOptions
 
 log = logging.getLogger(__name__)
@@ -77,19 +77,16 @@ class Intake:
         self._on_decode: Callable[[float], None] | None = None
         self._gpu_rows: tuple[tuple[int, int] | None, int, bool] | None = None  # configure_gpu's arguments
 
-    def _make(self, spec: str, policy: Policy | None = None) -> FrameSource:
-        """The source for one ``--source`` value, not yet opened (``policy``: instead of ``--policy``)."""
+    def make(self, spec: str, policy: Policy | None = None) -> FrameSource:
+        """The source for one ``--source`` value, not yet opened (``policy``: instead of ``--policy``); a
+        scale-out worker makes its sources here too, to name and resume them before its pipeline opens
+        them."""
         s = self.settings
         live = LiveOptions(s.live_timeout_s, s.reconnect_attempts, s.reconnect_backoff_s,
                            s.reconnect_backoff_max_s)
         if policy is None and s.policy != "auto":
             policy = Policy(s.policy)
         return make_source(spec, realtime=s.realtime, live=live, policy=policy, decode=s.decode)
-
-    def make(self, spec: str, policy: Policy | None = None) -> FrameSource:
-        """The source for ``spec`` exactly as a ``--source`` is made, not yet opened (a scale-out worker
-        names and resumes its sources before its pipeline opens them)."""
-        return self._make(spec, policy)
 
     def _buffer_for(self, source: FrameSource) -> FrameBuffer:
         s = self.settings
@@ -104,7 +101,7 @@ class Intake:
         if self._given is not None:
             self.sources = list(self._given)
         else:
-            self.sources = [self._make(spec) for spec in s.sources]
+            self.sources = [self.make(spec) for spec in s.sources]
         if not self.sources and not s.keep_running:
             raise ConfigError("no source given", "pass --source SRC (webcam0, a video file, a folder, a URL, "
                                                  "or demo)")
@@ -191,7 +188,7 @@ class Intake:
         if not self._running or self._attach is None:
             raise IntakeClosed("the pipeline is not streaming: no source can be added now",
                                "add sources once it runs; it takes none while starting or ending")
-        source = self._make(spec, chosen)
+        source = self.make(spec, chosen)
         with self._lock:
             taken = {src.name for src in self.sources} | self._reserved
             if name is not None:
@@ -200,10 +197,7 @@ class Intake:
                                           "choose another name (GET /sources lists the names in use)")
                 source.name = name
             else:
-                base, n = source.name, 1
-                while source.name in taken:
-                    n += 1
-                    source.name = f"{base}-{n}"
+                source.name = unique_name(source.name, taken)
             self._reserved.add(source.name)
         try:
             source.cancel = self._stop_event

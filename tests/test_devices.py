@@ -82,3 +82,37 @@ def test_a_gpu_device_never_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(BackendUnavailableError, match="--device cuda:1: no GPU backend can run here"):
         choose("auto", device="cuda:1")
     assert choose("auto").name == "onnxruntime"
+
+
+def test_a_device_written_in_capitals_is_still_a_gpu_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device CUDA:0`` passes the settings' check (parse_device lower-cases it); the selection must read
+    it the same way, not as an unknown kind that may fall back to ONNX Runtime on the CPU."""
+    from streamer.backends import select
+
+    assert Settings(device=" CUDA:1").device == " CUDA:1"  # the raw text reaches the selection
+    monkeypatch.setattr(select, "probe", lambda name: None if name == "onnxruntime" else "no GPU here")
+    with pytest.raises(BackendUnavailableError, match="--device  CUDA:1: no GPU backend can run here"):
+        choose("auto", device=" CUDA:1")
+    with pytest.raises(ConfigError, match="runs on the CPU, not on --device Cuda"):
+        choose("onnxruntime", device="Cuda")
+    assert choose("auto", device="CPU").name == "onnxruntime"
+    with pytest.raises(ConfigError, match="runs on a GPU, not on --device cpu"):
+        choose("torch", device="CPU")
+
+
+def test_a_pycuda_context_counts_as_cuda_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making the primary context runs the cached driver probe first, which is what cuda_started reads."""
+    from streamer import cuda_env
+    from streamer.gpu import context
+
+    def no_pycuda() -> None:
+        raise BackendUnavailableError("no pycuda (test)", "pip install 'streamer[cuda]'")
+
+    for module in ("torch", "pycuda.autoinit"):  # CUDA started by other means is not what this test is about
+        monkeypatch.delitem(devices.sys.modules, module, raising=False)
+    monkeypatch.setattr(context, "driver", no_pycuda)
+    cuda_env.probe_cuda.cache_clear()
+    assert not devices.cuda_started()
+    with pytest.raises(BackendUnavailableError, match="no pycuda"):
+        context.PrimaryContext(0)
+    assert devices.cuda_started()

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from streamer.backends import ort
 from streamer.backends.base import CpuBackend
-from streamer.backends.select import BACKENDS, for_device, precision_reason, probe
+from streamer.backends.select import BACKENDS, choose, probe
 from streamer.errors import StreamerError
 from streamer.host import usable_cores
+from streamer.model.variants import module_stem
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 SLOW_TO_START: dict[str, str] = {
     "torch": "importing torch, starting CUDA, loading the model and capturing CUDA graphs take seconds",
 }
-BRIDGE = "onnxruntime"
-_MODEL_SUFFIXES = (".onnx", ".pt2", ".pth", ".json")
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,10 @@ def slow_backend(requested: str, precision: str = "auto", device: str = "auto") 
     """The backend ``open_backend(requested, precision, device)`` will most likely pick, when it is slow to
     start; None when it is quick, or when the selection will fail anyway (then it fails as without one)."""
     try:
-        requested, order = for_device(requested, device)
+        name = choose(requested, precision, device, probe_with=quick_probe).name
     except StreamerError:
         return None
-    for name in (requested,) if requested != "auto" else order:
-        if name == BRIDGE or precision_reason(name, precision) or quick_probe(name):
-            if requested != "auto":
-                return None
-            continue
-        return name if name in SLOW_TO_START else None
-    return None
+    return name if name in SLOW_TO_START else None
 
 
 def onnx_model(model_path: Path) -> Path:
@@ -76,10 +69,8 @@ def onnx_model(model_path: Path) -> Path:
     beside the ``.pt2`` / ``.pth`` / ``.json`` (``--precision`` picks its sibling, as ONNX Runtime does)."""
     if model_path.suffix == ".onnx":
         return model_path
-    name = model_path.name
-    for suffix in _MODEL_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return model_path.with_name(name.removesuffix(".fp16") + ".onnx")
+    stem = module_stem(model_path)
+    return stem.with_name(stem.name + ".onnx")  # not with_suffix: a stem may hold dots (my.net.pt2)
 
 
 def bridge_threads(threads: int) -> int:

@@ -15,12 +15,14 @@ import importlib
 import importlib.util
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streamer.backends.base import Backend
 from streamer.cuda_env import no_gpu_reason
+from streamer.devices import parse_device
 from streamer.errors import BackendUnavailableError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,12 @@ def precision_reason(name: str, precision: str) -> str | None:
     return f"it runs {' and '.join(runs)} models, not {precision}"
 
 
-def choose(requested: str = "auto", precision: str = "auto", device: str = "auto") -> Selection:
+def choose(requested: str = "auto", precision: str = "auto", device: str = "auto", *,
+           probe_with: Callable[[str], str | None] | None = None) -> Selection:
     """Resolve ``auto`` (or check an explicit choice) without loading a model. ``device`` (``--device``,
-    streamer.devices): ``cpu`` runs ONNX Runtime, ``cuda[:N]`` only the GPU backends."""
+    streamer.devices): ``cpu`` runs ONNX Runtime, ``cuda[:N]`` only the GPU backends. ``probe_with`` checks
+    whether a backend can run here in place of :func:`probe` (fast start's cheaper guess)."""
+    check = probe if probe_with is None else probe_with
     requested, order = for_device(requested, device)
     if requested != "auto":
         if requested in RUNS_PRECISIONS and (why := precision_reason(requested, precision)):
@@ -79,14 +84,14 @@ def choose(requested: str = "auto", precision: str = "auto", device: str = "auto
             raise ConfigError(f"--backend {requested} cannot run --precision {precision}: {why}",
                               f"use --backend {able} for {precision} (onnxruntime on a CPU), or --precision "
                               f"{' / '.join(RUNS_PRECISIONS[requested])}")
-        reason = probe(requested)
+        reason = check(requested)
         if reason is not None:
             raise BackendUnavailableError(f"backend {requested!r} cannot run here: {reason}",
                                           "use --backend auto to fall back to what this machine has")
         return Selection(requested, ())
     skipped: list[tuple[str, str]] = []
     for name in order:
-        reason = precision_reason(name, precision) or probe(name)
+        reason = precision_reason(name, precision) or check(name)
         if reason is None:
             return Selection(name, tuple(skipped))
         skipped.append((name, reason))
@@ -98,8 +103,9 @@ def choose(requested: str = "auto", precision: str = "auto", device: str = "auto
 
 
 def for_device(requested: str, device: str) -> tuple[str, tuple[str, ...]]:
-    """(backend to use, ``auto`` order) for ``--device``; ConfigError when the two contradict each other."""
-    kind = device.split(":")[0]
+    """(backend to use, ``auto`` order) for ``--device`` as given (``CUDA:0`` is ``cuda:0``); ConfigError when
+    the two contradict each other, or for a device that is none of auto, cpu, cuda[:N]."""
+    kind = parse_device(device).kind
     if kind == "cpu":
         if requested not in ("auto", "onnxruntime"):
             raise ConfigError(f"--backend {requested} runs on a GPU, not on --device cpu",

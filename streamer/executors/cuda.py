@@ -24,13 +24,10 @@ import numpy as np
 from streamer.errors import ConfigError
 from streamer.executors.base import Executor
 from streamer.executors.contract import CudaEngine, CudaSlot
-from streamer.gpu.context import PrimaryContext, driver
-
-__all__ = ["CudaExecutor", "PrimaryContext", "driver"]
+from streamer.gpu.context import STREAM_NON_BLOCKING, PrimaryContext, driver
 
 log = logging.getLogger(__name__)
 
-_STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: no implicit sync with the legacy default stream
 _POLL_MAX_S = 100e-6  # longest nap between event queries when collect() has a timeout
 
 
@@ -62,7 +59,7 @@ def _make_slot(cuda: Any, index: int, max_batch: int, sample_shape: tuple[int, .
         cuda.pagelocked_empty((max_batch, *sample_shape), input_dtype),
         cuda.pagelocked_empty((max_batch, num_classes), np.float32),
         device_input=device_input, device_output=device_output,
-        stream=cuda.Stream(_STREAM_NON_BLOCKING),
+        stream=cuda.Stream(STREAM_NON_BLOCKING),
         event=cuda.Event(cuda.event_flags.DISABLE_TIMING | cuda.event_flags.BLOCKING_SYNC),
     )
 

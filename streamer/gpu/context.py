@@ -15,7 +15,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from streamer.cuda_env import probe_cuda
 from streamer.errors import BackendUnavailableError, ConfigError
+
+STREAM_NON_BLOCKING = 1  # CU_STREAM_NON_BLOCKING: a stream that does not synchronise with the legacy stream
 
 
 def driver() -> Any:
@@ -35,6 +38,7 @@ class PrimaryContext:
     _lock = threading.Lock()
 
     def __init__(self, device_index: int) -> None:
+        probe_cuda()  # before pycuda's cuInit: devices.cuda_started() then knows CUDA has started here
         cuda = driver()
         cuda.init()
         if device_index >= cuda.Device.count():

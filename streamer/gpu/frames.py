@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from streamer.gpu.context import PrimaryContext
+from streamer.gpu.context import STREAM_NON_BLOCKING, PrimaryContext
 from streamer.gpu.nv12 import BT601_LIMITED, ColorMatrix, Nv12Planes, Nv12Resizer
 
 RING_SPARE = 6  # entries beyond the buffer's capacity: batcher's frame, reader's frame, live hand-over queue
-_STREAM_NON_BLOCKING = 1
 UINT8 = np.dtype(np.uint8)
 
 
@@ -85,17 +84,13 @@ class Nv12Ring:
         self._store_lock = threading.Lock()  # an abandoned live connection may store late
         self._lock = threading.Lock()  # host-slot fills may come from the batcher while the reader stores
         with context.active():
-            self._res.stream = cuda.Stream(_STREAM_NON_BLOCKING)
+            self._res.stream = cuda.Stream(STREAM_NON_BLOCKING)
             self.resizer = Nv12Resizer.get(context.handle)
         weakref.finalize(self, _release, context, self._res)
 
     @property
     def stream(self) -> Any:
         return self._res.stream
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self._res.stream.handle)
 
     def _resize_entries(self, width: int, height: int) -> None:
         """(Re)allocate for a new picture size (a stream that changed resolution); the old entries are kept

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,13 @@ class ColorMatrix:
     g_v: float
     b_u: float
 
+    # the kernels' scalar tail, computed once: a live NVDEC source launches a kernel per frame
+    _kernel_args: tuple[np.int32, ...] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         if not (self.y_scale > 0 and 0 <= self.y_offset < 128):
             raise ValueError(f"bad colour matrix {self}")
+        object.__setattr__(self, "_kernel_args", tuple(np.int32(v) for v in self.sws_coefficients()))
 
     @property
     def full_range(self) -> bool:
@@ -75,7 +79,8 @@ class ColorMatrix:
         return y_coeff, _round_to_int16(oy * (1 << 3)), v2r, u2g, v2g, u2b
 
     def kernel_args(self) -> tuple[np.int32, ...]:
-        return tuple(np.int32(v) for v in self.sws_coefficients())
+        """:meth:`sws_coefficients` as the kernels take them (COEFFICIENTS_FORMAT)."""
+        return self._kernel_args
 
 
 def _matrix(name: str, kr: float, kb: float, full_range: bool) -> ColorMatrix:

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from streamer.devices import DECODE_CHOICES
 from streamer.errors import SourceError
 from streamer.sources.base import FrameSource, Policy
 from streamer.sources.demo import DEMO_NAME, DemoSource, demo_clip
 from streamer.sources.images import IMAGE_EXTENSIONS, ImageFilesSource
 from streamer.sources.live import CameraSource, LiveOptions, StreamSource
 from streamer.sources.nvdec import (
-    DECODE_CHOICES,
     NvdecStreamSource,
     NvdecUnsupported,
     nvdec_reason,
     require_nvdec,
 )
 from streamer.sources.nvdec_file import NvdecDemoSource, NvdecFileSource
+from streamer.sources.urls import redact_url
 from streamer.sources.video import VideoFileSource, describe_mode
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "
 NEEDS_HOST = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https"})
 _CAMERA = re.compile(r"(?:webcam|/dev/video)(\d+)", re.IGNORECASE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_SECRET_KEYS = re.compile(r"pass|pwd|pw|token|key|auth|secret|sig|cred|session|user|login", re.IGNORECASE)
-# key=value secrets some cameras take in the URL path (rtsp://cam/user=admin_password=x_channel=1)
-_PATH_SECRET = re.compile(r"((?<![A-Za-z0-9])(?:user|login|pass|pwd|pw|token|secret|auth|key|sig|cred|"
-                          r"session)\w*=)([^&;/?#_]*)", re.IGNORECASE)
 _OPTION = re.compile(r"(.*)#([A-Za-z_]+)=([^#]*)", re.DOTALL)  # a trailing #key=value of a --source
 SOURCE_OPTIONS = ("policy", "decode")
 SOURCE_KINDS_HINT = ("a source is webcam<N>, a video file, a directory or glob of images, "
@@ -42,26 +39,6 @@ SOURCE_KINDS_HINT = ("a source is webcam<N>, a video file, a directory or glob o
 def slug(text: str, default: str = "source") -> str:
     """A topic-safe source id: letters, digits, '_' and '-' only (topics are ``pred.<id>``)."""
     return re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")[:64].strip("-") or default
-
-
-def redact_url(url: str) -> str:
-    """``rtsp://user:pw@host/p?token=x`` → ``rtsp://***@host/p?token=***``: safe for logs and messages.
-
-    User info, secret-looking query values and ``password=...`` style path segments are replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = "***@" + netloc.rsplit("@", 1)[1]
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if _SECRET_KEYS.search(k) else v) for k, v in pairs], safe="*")
-        path = _PATH_SECRET.sub(r"\1***", parts.path)
-        fragment = _PATH_SECRET.sub(r"\1***", parts.fragment)
-        return urlunsplit((parts.scheme, netloc, path, query, fragment))
-    except ValueError:
-        return _PATH_SECRET.sub(r"\1***", re.sub(r"//[^/]*@", "//***@", url))
 
 
 def url_name(url: str) -> str:
@@ -230,13 +207,18 @@ def open_source(spec: str, realtime: bool = False, *, live: LiveOptions | None =
     return source
 
 
+def unique_name(base: str, taken: Container[str]) -> str:
+    """``base``, or ``base-2``, ``base-3`` ... : the first not in ``taken``."""
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def unique_names(sources: Iterable[FrameSource]) -> None:
     """Rename sources in place so that ids are unique: clip, clip-2, clip-3 ..."""
     seen: set[str] = set()
     for source in sources:
-        name, n = source.name, 1
-        while name in seen:
-            n += 1
-            name = f"{source.name}-{n}"
-        source.name = name
-        seen.add(name)
+        source.name = unique_name(source.name, seen)
+        seen.add(source.name)

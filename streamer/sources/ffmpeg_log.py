@@ -25,30 +25,23 @@ import collections
 import contextlib
 import ctypes
 import logging
-import re
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from streamer.sources.urls import public_log_text
 
 log = logging.getLogger("streamer.ffmpeg")
 
 AV_LOG_ERROR = 16  # FFmpeg's level for errors; higher numbers are warnings, info and chatter
 _LINE = 1024
 _CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]*@")
-_SECRET = re.compile(r"((?:pass|pwd|pw|token|key|auth|secret|sig|cred|session|user|login)\w*=)[^&;/\s]*",
-                     re.IGNORECASE)
 
 _lock = threading.Lock()
 _threads: dict[int, str] = {}  # thread ident -> source name
 _counts: collections.Counter[str] = collections.Counter()  # source name ("" = unattributed) -> errors
 _state: dict[str, object] = {}  # "lib", "callback" once installed
-
-
-def redact(text: str) -> str:
-    """``rtsp://user:pw@cam/x?token=t`` → ``rtsp://***@cam/x?token=***`` inside any message."""
-    return _SECRET.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def _find_libavutil() -> Path | None:
@@ -134,7 +127,7 @@ def _on_log(ptr: int | None, level: int, fmt: bytes | None, args: int | None) ->
                 source = claimed.pop() if len(claimed) == 1 else ""
             _counts[source] += 1
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("ffmpeg%s: %s", f" ({source})" if source else "", redact(text))
+            log.debug("ffmpeg%s: %s", f" ({source})" if source else "", public_log_text(text))
     except Exception:  # never raise into FFmpeg
         pass
 

@@ -38,13 +38,12 @@ import cv2
 import numpy as np
 
 from streamer.cuda_env import no_gpu_reason, pycuda_reason
-from streamer.errors import BackendUnavailableError, SourceError
+from streamer.errors import BackendUnavailableError, SourceError, first_line
 from streamer.sources.live import LiveOptions, StreamSource
 
 log = logging.getLogger(__name__)
 
 NVDEC_EXTRA = "pip install 'streamer[nvdec]'"
-DECODE_CHOICES = ("auto", "cpu", "nvdec")
 MAX_CONSECUTIVE_ERRORS = 30  # packets in a row the decoder rejects before the input counts as unreadable
 STAMPS_KEPT = 256  # packet read times waiting for their picture
 DELAYS_KEPT = 50_000  # decode delays kept for the percentiles (a bounded sample)
@@ -311,11 +310,6 @@ def matrix_for(color_space: Any) -> Any:
     from streamer.gpu.nv12 import BT601_LIMITED, BT709_LIMITED
 
     return BT709_LIMITED if "709" in str(color_space) else BT601_LIMITED
-
-
-def first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 # -- live streams --------------------------------------------------------------------------------------------

@@ -136,6 +136,13 @@ def test_colour_coefficients_are_swscales() -> None:
     assert BT709_LIMITED.sws_coefficients() == (9539, 128, 14686, -1747, -4366, 17305)
 
 
+def test_the_kernel_arguments_are_the_coefficients_computed_once() -> None:
+    for matrix in (BT601_LIMITED, BT709_LIMITED):
+        args = matrix.kernel_args()
+        assert args == matrix.sws_coefficients() and all(type(a) is np.int32 for a in args)
+        assert matrix.kernel_args() is args  # not recomputed per launch
+
+
 # -- launch_batch's launches (CI: no GPU needed) ----------------------------------------------------------
 
 def planes(i: int, w: int = 320, h: int = 240, pitch: int = 512) -> Nv12Planes:

@@ -17,7 +17,7 @@ import pytest
 from streamer_helpers import REPO
 
 from media import make_h264_clip
-from streamer.sources.ffmpeg_log import redact
+from streamer.sources.ffmpeg_log import public_log_text as redact
 
 CHILD = r"""
 import json, logging, sys, threading
@@ -83,3 +83,8 @@ def test_credentials_in_ffmpeg_messages_are_redacted() -> None:
     assert redact(text) == "[tcp @ 0x1] Connection to rtsp://***@cam:554/live?token=***&ch=1 failed"
     assert redact("[h264 @ 0x2] Invalid NAL unit size (0 > 21064).") == (
         "[h264 @ 0x2] Invalid NAL unit size (0 > 21064).")
+
+
+def test_secrets_outside_a_url_are_redacted_up_to_the_next_space() -> None:
+    assert redact("[rtsp @ 0x3] option password=hunter2 token=t0k ignored; user=admin") == (
+        "[rtsp @ 0x3] option password=*** token=*** ignored; user=***")
