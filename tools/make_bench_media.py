@@ -98,18 +98,10 @@ def synthesize_vtest(out: Path, *, frames: int = VTEST_FRAMES, size: tuple[int, 
     if ffmpeg is None:
         raise MediaError(f"ffmpeg is not installed: cannot make {out.name} (install ffmpeg, or pass --src "
                          "with OpenCV's vtest.avi)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp" + out.suffix)
     w, h = size
-    cmd = [ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i",
-           f"testsrc2=size={w}x{h}:rate={fps},noise=alls=12:allf=t+u", "-frames:v", str(frames),
-           "-c:v", "msmpeg4v3", "-b:v", "800k", "-g", "250", "-an", str(tmp)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise MediaError(f"ffmpeg failed making {out.name}: {done.stderr.strip()[-300:]}")
-    tmp.replace(out)
-    return out
+    source = f"testsrc2=size={w}x{h}:rate={fps},noise=alls=12:allf=t+u"
+    return ffmpeg_into(out, ffmpeg, "-f", "lavfi", "-i", source,
+                        "-frames:v", str(frames), "-c:v", "msmpeg4v3", "-b:v", "800k", "-g", "250", "-an")
 
 
 def make_clip(src: Path, out: Path, *, crf: int = 23, preset: str = "medium") -> Path:
@@ -118,20 +110,12 @@ def make_clip(src: Path, out: Path, *, crf: int = 23, preset: str = "medium") ->
     if ffmpeg is None:
         raise MediaError("ffmpeg is not installed: cannot make the 1080p clip here (make it elsewhere with "
                          "tools/make_bench_media.py and copy media/vtest_1080p.mp4)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.mp4")
     w, h = CLIP_SIZE
     # -r before -i re-times the input (10 fps) to 30 fps frame for frame; passthrough keeps every frame
-    cmd = [ffmpeg, "-v", "error", "-y", "-r", str(CLIP_FPS), "-i", str(src),
-           "-vf", f"scale={w}:{h}:flags=bicubic", "-fps_mode", "passthrough",
-           "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-           "-movflags", "+faststart", "-an", str(tmp)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise MediaError(f"ffmpeg failed making {out.name}: {done.stderr.strip()[-300:]}")
-    tmp.replace(out)
-    return out
+    return ffmpeg_into(out, ffmpeg, "-r", str(CLIP_FPS), "-i", str(src),
+                        "-vf", f"scale={w}:{h}:flags=bicubic", "-fps_mode", "passthrough",
+                        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+                        "-movflags", "+faststart", "-an")
 
 
 def looped_clip(clip: Path, times: int, out_dir: Path) -> Path:
@@ -146,11 +130,17 @@ def looped_clip(clip: Path, times: int, out_dir: Path) -> Path:
     if ffmpeg is None:
         raise MediaError(f"ffmpeg is not installed: cannot make {out.name} (make it elsewhere: ffmpeg "
                          f"-stream_loop {times - 1} -i {clip.name} -c copy {out.name})")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return ffmpeg_into(out, ffmpeg, "-stream_loop", str(times - 1), "-i", str(clip), "-c", "copy",
+                        timeout=600)
+
+
+def ffmpeg_into(out: Path, ffmpeg: str, *args: str, timeout: float | None = None) -> Path:
+    """``ffmpeg ARGS`` writing ``out`` under a temporary name, renamed once complete (MediaError if it
+    fails)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp" + out.suffix)
-    cmd = [ffmpeg, "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(clip), "-c", "copy",
-           str(tmp)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([ffmpeg, "-v", "error", "-y", *args, str(tmp)], capture_output=True, text=True,
+                          timeout=timeout)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise MediaError(f"ffmpeg failed making {out.name}: {done.stderr.strip()[-300:]}")

@@ -17,22 +17,19 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from make_bench_media import MEDIA_DIR, MediaError, ensure_media
+from make_bench_media import MEDIA_DIR, MediaError, ensure_media, ffmpeg_into
 
 CLIPS = ("live_1080p_nob.mp4", "live_1080p_nob.ts", "uhd_hevc.mp4", "damaged.mp4")
 
 
-def _ffmpeg(*args: str) -> None:
+def _ffmpeg(out: Path, *args: str) -> None:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise MediaError("ffmpeg is not installed (make the NVDEC media on a machine that has it)")
-    done = subprocess.run([ffmpeg, "-v", "error", "-y", *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise MediaError(f"ffmpeg failed: {done.stderr.strip()[-300:]}")
+    ffmpeg_into(out, ffmpeg, *args)
 
 
 def damage(src: Path, out: Path, seed: int = 5) -> Path:
@@ -51,16 +48,16 @@ def make(out_dir: Path, vtest: Path) -> dict[str, Path]:
     paths = {name: out_dir / name for name in CLIPS}
     frames = ["-r", "30", "-i", str(vtest), "-frames:v", "300"]
     if not paths["live_1080p_nob.mp4"].is_file():
-        _ffmpeg(*frames, "-vf", "scale=1920:1080:flags=bicubic", "-c:v", "libx264", "-preset", "veryfast",
-                "-crf", "28", "-bf", "0", "-g", "60", "-pix_fmt", "yuv420p", "-movflags", "+faststart",
-                str(paths["live_1080p_nob.mp4"]))
+        _ffmpeg(paths["live_1080p_nob.mp4"], *frames, "-vf", "scale=1920:1080:flags=bicubic",
+                "-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-bf", "0", "-g", "60",
+                "-pix_fmt", "yuv420p", "-movflags", "+faststart")
     if not paths["live_1080p_nob.ts"].is_file():
-        _ffmpeg("-i", str(paths["live_1080p_nob.mp4"]), "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f",
-                "mpegts", str(paths["live_1080p_nob.ts"]))
+        _ffmpeg(paths["live_1080p_nob.ts"], "-i", str(paths["live_1080p_nob.mp4"]), "-c", "copy",
+                "-bsf:v", "h264_mp4toannexb", "-f", "mpegts")
     if not paths["uhd_hevc.mp4"].is_file():
-        _ffmpeg(*frames, "-vf", "scale=3840:2160:flags=bicubic", "-c:v", "libx265", "-preset", "fast",
-                "-crf", "30", "-pix_fmt", "yuv420p", "-tag:v", "hvc1", "-x265-params", "log-level=error",
-                str(paths["uhd_hevc.mp4"]))
+        _ffmpeg(paths["uhd_hevc.mp4"], *frames, "-vf", "scale=3840:2160:flags=bicubic", "-c:v", "libx265",
+                "-preset", "fast", "-crf", "30", "-pix_fmt", "yuv420p", "-tag:v", "hvc1",
+                "-x265-params", "log-level=error")
     if not paths["damaged.mp4"].is_file():
         damage(paths["live_1080p_nob.mp4"], paths["damaged.mp4"])
     return paths
