@@ -24,7 +24,7 @@ from streamer.backends.base import CpuBackend
 from streamer.backends.select import BACKENDS, choose, probe
 from streamer.errors import StreamerError
 from streamer.host import usable_cores
-from streamer.model.variants import module_stem
+from streamer.model.variants import sibling
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,7 @@ def onnx_model(model_path: Path) -> Path:
     beside the ``.pt2`` / ``.pth`` / ``.json`` (``--precision`` picks its sibling, as ONNX Runtime does)."""
     if model_path.suffix == ".onnx":
         return model_path
-    stem = module_stem(model_path)
-    return stem.with_name(stem.name + ".onnx")  # not with_suffix: a stem may hold dots (my.net.pt2)
+    return sibling(model_path, ".onnx")
 
 
 def bridge_threads(threads: int) -> int:

@@ -19,7 +19,7 @@ from torch import nn
 from streamer.errors import ModelError
 from streamer.model.checkpoint import checkpoint_for, load_checkpoint
 from streamer.model.manifest import ModelManifest, manifest_path_for
-from streamer.model.variants import module_stem
+from streamer.model.variants import module_stem, sibling
 from streamer.model.wrap import PipelineModel
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def read_manifest(path: Path) -> ModelManifest:
     """The manifest of an exported model, from the ``.onnx`` or the ``.json`` beside any of its files."""
     if path.suffix == ".onnx":
         return ModelManifest.from_onnx(path)
-    side = path if path.suffix == ".json" else manifest_path_for(module_stem(path).with_suffix(".onnx"))
+    side = path if path.suffix == ".json" else manifest_path_for(sibling(path, ".onnx"))
     if not side.is_file():
         raise ModelError(f"{path}: no manifest {side.name} beside it",
                          "export the model with tools/export_onnx.py")
@@ -87,7 +87,7 @@ def load_pth(model_path: Path, manifest: ModelManifest, precision: str) -> Pipel
     try:
         pth = checkpoint_for(manifest, stem.parent)
     except ModelError:
-        pth = stem.with_suffix(".pth")
+        pth = sibling(model_path, ".pth")
     if not pth.is_file():
         raise ModelError(f"{model_path}: PyTorch needs {stem.name}.pt2 or {pth.name} beside it",
                          "re-export the model with tools/export_onnx.py (it writes both)")
@@ -132,7 +132,7 @@ def load_torch_model(model_path: str | Path, precision: str = "fp16", source: st
     if not model_path.exists():
         raise ModelError(f"model file not found: {model_path}", "pass --model PATH to an exported .onnx")
     manifest = read_manifest(model_path)
-    pt2 = module_stem(model_path).with_suffix(".pt2")
+    pt2 = sibling(model_path, ".pt2")
     if source == "fast":
         if manifest.arch:
             try:

@@ -31,6 +31,13 @@ def module_stem(path: Path) -> Path:
     return path.with_name(name.removesuffix(".fp16"))
 
 
+def sibling(path: Path, suffix: str) -> Path:
+    """The file beside ``path`` with its module stem and ``suffix`` (``cam.v2.fp16.onnx`` + ``.pth`` →
+    ``cam.v2.pth``; a stem's own dots are kept, unlike ``Path.with_suffix``)."""
+    stem = module_stem(path)
+    return stem.with_name(stem.name + suffix)
+
+
 def variant_path(path: str | Path, precision: str) -> Path:
     """The ``precision`` sibling of an exported ONNX (``x.onnx`` + int8 → ``x.int8.onnx``)."""
     if precision not in _INFIX:

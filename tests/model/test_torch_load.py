@@ -74,3 +74,12 @@ def test_a_pth_that_does_not_match_the_arch_is_refused(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="seed_cnn"):
         load_torch_model(path, device="cpu")
+
+
+def test_a_model_name_with_dots_finds_its_own_siblings(tmp_path: Path) -> None:
+    """``cam.v2.pt2`` goes with ``cam.v2.json`` and ``cam.v2.pth``, not ``cam.json`` / ``cam.pth``."""
+    write_model(tmp_path, name="cam.v2")
+    loaded = load_torch_model(tmp_path / "cam.v2.pt2", precision="fp32", device="cpu")
+    assert loaded.origin == "cam.v2.pt2"
+    loaded = load_torch_model(tmp_path / "cam.v2.json", precision="fp32", device="cpu", source="pth")
+    assert loaded.origin == "cam.v2.pth + arch 'small_cnn'"
